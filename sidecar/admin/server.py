@@ -1,0 +1,114 @@
+"""The admin API (aiohttp, off the data plane): health, metrics, config, reload."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from ..telemetry.metrics import summary
+
+if TYPE_CHECKING:
+    from ..app import Sidecar
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+REDACTED = "<redacted>"
+SECRET_WORDS = ("secret", "password", "token", "key")
+
+
+def redact(value: Any) -> Any:
+    """The effective config as JSON, with anything that looks like a secret hidden."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: (REDACTED if any(w in f.name for w in SECRET_WORDS)
+                         and getattr(value, f.name) else redact(getattr(value, f.name)))
+                for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        if len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int):
+            return f"{value[0]}:{value[1]}"  # an address
+        return [redact(v) for v in value]
+    return value
+
+
+class AdminServer:
+    def __init__(self, sidecar: Sidecar) -> None:
+        self.sidecar = sidecar
+        self.runner: web.AppRunner | None = None
+        self.address: tuple[str, int] | None = None
+        app = web.Application()
+        app.add_routes([
+            web.get("/internal/v1/health", self.health),
+            web.get("/internal/v1/metrics", self.metrics),
+            web.get("/internal/v1/config", self.config),
+            web.post("/internal/v1/config/reload", self.reload),
+        ])
+        self.app = app
+
+    async def start(self, address: tuple[str, int]) -> None:
+        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, address[0], address[1], reuse_address=True)
+        await site.start()
+        server = site._server
+        assert server is not None
+        sock = server.sockets[0].getsockname()  # type: ignore[union-attr]
+        self.address = (sock[0], sock[1])
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def health(self, request: web.Request) -> web.Response:
+        sc = self.sidecar
+        app_ok = await _reachable(sc.config.app.address)
+        discovery = sc.discovery.describe()
+        status = "draining" if sc.draining else ("healthy" if app_ok else "degraded")
+        body = {
+            "status": status,
+            "timestamp": datetime.now(UTC).isoformat(),
+            "service": sc.config.service.name,
+            "uptime": round(time.time() - sc.started_at, 3),
+            "dependencies": {
+                "app": {"address": "%s:%d" % sc.config.app.address,
+                        "status": "up" if app_ok else "down"},
+                "discovery": {"source": discovery["source"],
+                              "status": "error" if discovery.get("last_error") else "ok",
+                              "last_error": discovery.get("last_error")},
+            },
+        }
+        # The sidecar answers 200 while it serves (an app that is down is `degraded`, and
+        # visible); 503 once draining, so that checks take it out of rotation.
+        return web.json_response(body, status=503 if sc.draining else 200)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        if request.query.get("format") == "json":
+            return web.json_response(summary(self.sidecar.metrics.all_stats()))
+        return web.Response(body=self.sidecar.metrics.render(),
+                            headers={"Content-Type": PROMETHEUS_TEXT})
+
+    async def config(self, request: web.Request) -> web.Response:
+        sc = self.sidecar
+        return web.json_response({"config": redact(sc.config),
+                                  "discovery": sc.discovery.describe()})
+
+    async def reload(self, request: web.Request) -> web.Response:
+        problems = self.sidecar.reload()
+        if problems:
+            return web.json_response({"status": "rejected", "problems": problems}, status=400)
+        return web.json_response({"status": "reloaded", "source": self.sidecar.config.source})
+
+
+async def _reachable(address: tuple[str, int], timeout: float = 0.5) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(*address), timeout)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass
+    return True

@@ -1,0 +1,156 @@
+"""Builds a running sidecar from its configuration: the one wiring place.
+
+Roles differ only in configuration: the inbound listener routes everything to the
+local app's cluster; the outbound listener routes by the configured routes and, by
+default, by `Host` to the service of that name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from .config import Config, ConfigError, load_file
+from .config.load import SERVICE_NAME
+from .config.model import Endpoint
+from .discovery import EndpointSet, StaticFileDiscovery
+from .routing.cluster import Cluster
+from .routing.router import RouteEntry, Router
+from .telemetry import names
+from .telemetry.metrics import Metrics
+from .transport.listener import Listener, ListenerState
+
+log = logging.getLogger("sidecar")
+
+
+class Sidecar:
+    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.config = config
+        self.loop = loop or asyncio.get_running_loop()
+        self.metrics = Metrics()
+        self.discovery = StaticFileDiscovery(config.discovery.static)
+        self.clusters: dict[str, Cluster] = {}
+        self.app_cluster = Cluster(config.service.name, config.upstream, self.loop)
+        self.listeners: dict[str, Listener] = {}
+        self.started_at = time.time()
+        self.draining = False
+        self.admin: Any = None
+        self.metrics.gauges(self._gauges)
+
+    # building -----------------------------------------------------------------------
+    def _cluster(self, service: str) -> Cluster:
+        cluster = self.clusters.get(service)
+        if cluster is None:
+            cluster = self.clusters[service] = Cluster(service, self.config.upstream, self.loop)
+            self.discovery.watch(service).subscribe(cluster.update)
+        return cluster
+
+    def _states(self, config: Config) -> dict[str, ListenerState]:
+        name = config.service.name
+        self.app_cluster.settings = config.upstream
+        app = Endpoint(*config.app.address)
+        self.app_cluster.update(EndpointSet(name, (app,), known=True))
+        inbound_stats = self.metrics.requests("inbound", name)
+        inbound = Router([RouteEntry("app", self.app_cluster, inbound_stats,
+                                     config.upstream.timeout)])
+        entries = [RouteEntry(r.name, self._cluster(r.service),
+                              self.metrics.requests("outbound", r.service),
+                              r.timeout if r.timeout is not None else config.upstream.timeout,
+                              r.match.host, r.match.path_prefix, r.host_rewrite)
+                   for r in config.routes]
+        timeout = config.upstream.timeout
+
+        def implicit(host: str) -> RouteEntry | None:
+            if not SERVICE_NAME.fullmatch(host):
+                return None
+            return RouteEntry(host, self._cluster(host), self.metrics.requests("outbound", host),
+                              timeout)
+
+        outbound = Router(entries, implicit)
+        return {
+            "inbound": ListenerState("inbound", name, b"http", config.limits, inbound,
+                                     inbound_stats),
+            "outbound": ListenerState("outbound", name, b"http", config.limits, outbound,
+                                      self.metrics.requests("outbound", "-")),
+        }
+
+    # running ------------------------------------------------------------------------
+    async def start(self) -> None:
+        from .admin.server import AdminServer  # aiohttp stays off the data plane's imports
+
+        await self.discovery.start()
+        states = self._states(self.config)
+        for name in ("inbound", "outbound"):
+            spec = getattr(self.config.listeners, name)
+            if spec.enabled:
+                listener = Listener(name, states[name], self.metrics, self.loop)
+                await listener.start(spec.address)
+                self.listeners[name] = listener
+        if self.config.listeners.admin.enabled:
+            self.admin = AdminServer(self)
+            await self.admin.start(self.config.listeners.admin.address)
+        self.loop.create_task(self._sweep_pools())
+
+    def reload(self) -> list[str]:
+        """Re-read the config file; apply it whole or not at all. Returns the problems."""
+        if self.config.source is None:
+            return ["no configuration file to reload (running on embedded defaults)"]
+        try:
+            config = load_file(self.config.source)
+        except ConfigError as exc:
+            self.metrics.inc(names.CONFIG_RELOADS, result="rejected")
+            log.error("reload rejected: %s", "; ".join(exc.problems))
+            return exc.problems
+        restart = [f"listeners.{n}: changing a listener needs a restart"
+                   for n in ("inbound", "outbound", "admin")
+                   if getattr(config.listeners, n) != getattr(self.config.listeners, n)]
+        if restart:
+            self.metrics.inc(names.CONFIG_RELOADS, result="rejected")
+            return restart
+        self.config = config
+        self.discovery.configure(config.discovery.static)
+        for name, state in self._states(config).items():
+            if name in self.listeners:
+                self.listeners[name].state = state  # atomic: the next request sees it
+        self.metrics.inc(names.CONFIG_RELOADS, result="ok")
+        log.info("configuration reloaded", extra={"source": config.source})
+        return []
+
+    async def drain(self) -> None:
+        """SIGTERM: stop accepting, finish what is in flight, close; bounded by drain_timeout."""
+        self.draining = True
+        deadline = self.loop.time() + self.config.limits.drain_timeout
+        await asyncio.gather(*(lst.drain(deadline) for lst in self.listeners.values()))
+
+    async def stop(self) -> None:
+        for listener in self.listeners.values():
+            await listener.close()
+        if self.admin is not None:
+            await self.admin.stop()
+        await self.discovery.stop()
+        for cluster in [*self.clusters.values(), self.app_cluster]:
+            cluster.close()
+
+    async def _sweep_pools(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = self.loop.time()
+            for cluster in [*self.clusters.values(), self.app_cluster]:
+                for pool in cluster.pools():
+                    pool.sweep(now)
+
+    def _gauges(self) -> Iterator[tuple[str, dict[str, str], float]]:
+        for name, listener in self.listeners.items():
+            yield names.CONNECTIONS_ACTIVE, {"listener": name}, len(listener.connections)
+            yield names.CONNECTIONS_TOTAL, {"listener": name}, listener.accepted
+        for cluster in [self.app_cluster, *self.clusters.values()]:
+            idle = sum(len(p.idle) for p in cluster.pools())
+            busy = sum(p.busy for p in cluster.pools())
+            yield names.UPSTREAM_POOL, {"service": cluster.name, "state": "idle"}, idle
+            yield names.UPSTREAM_POOL, {"service": cluster.name, "state": "busy"}, busy
+            yield names.DISCOVERY_ENDPOINTS, {"service": cluster.name}, len(cluster.endpoints)
+            yield (names.UPSTREAM_CONNECT_ERRORS, {"service": cluster.name},
+                   sum(p.connect_errors for p in cluster.pools()))

@@ -1,0 +1,227 @@
+"""YAML (or a dict) → a validated, frozen `Config`; every problem reported at once."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+from .fields import Fields, join, parse_address
+from .model import (
+    App,
+    Config,
+    Discovery,
+    Endpoint,
+    Limits,
+    Listener,
+    Listeners,
+    Route,
+    RouteMatch,
+    ServiceIdentity,
+    StaticDiscovery,
+    Upstream,
+)
+
+__all__ = ["load_file", "load_data", "parse_endpoints"]
+
+# A service name is a DNS label: it becomes a Host header, a SPIFFE path segment, a metric label.
+SERVICE_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+HOST = re.compile(r"[a-z0-9*]([a-z0-9.-]{0,251}[a-z0-9])?")
+
+
+def load_file(path: str | Path) -> Config:
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError([f"cannot read: {exc.strerror}"], source) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"not valid YAML: {exc}"], source) from None
+    return load_data(data, source=source, base_dir=Path(path).parent)
+
+
+def load_data(data: Any, source: str | None = None, base_dir: Path | None = None) -> Config:
+    problems: list[str] = []
+    top = Fields(data, "", problems)
+    config = Config(
+        service=_service(top.child("service")),
+        listeners=_listeners(top.child("listeners")),
+        app=App(top.child("app").address("address", App().address)),
+        discovery=_discovery(top.child("discovery"), base_dir),
+        routes=_routes(top, problems),
+        limits=_limits(top.child("limits")),
+        upstream=_upstream(top.child("upstream")),
+        source=source,
+    )
+    top.finish()
+    if problems:
+        raise ConfigError(problems, source)
+    return config
+
+
+def _service(f: Fields) -> ServiceIdentity:
+    d = ServiceIdentity()
+    out = ServiceIdentity(
+        name=f.string("name", d.name, SERVICE_NAME, "a DNS label ([a-z0-9-], at most 63)"),
+        namespace=f.string("namespace", d.namespace, SERVICE_NAME, "a DNS label"),
+        version=f.string("version", d.version),
+    )
+    f.finish()
+    return out
+
+
+def _listener(f: Fields, default: Listener) -> Listener:
+    out = Listener(address=f.address("address", default.address),
+                   enabled=f.boolean("enabled", default.enabled))
+    f.finish()
+    return out
+
+
+def _listeners(f: Fields) -> Listeners:
+    d = Listeners()
+    out = Listeners(
+        inbound=_listener(f.child("inbound"), d.inbound),
+        outbound=_listener(f.child("outbound"), d.outbound),
+        admin=_listener(f.child("admin"), d.admin),
+    )
+    f.finish()
+    enabled = [(n, lst.address) for n, lst in
+               (("inbound", out.inbound), ("outbound", out.outbound), ("admin", out.admin))
+               if lst.enabled and lst.address[1] != 0]
+    seen: dict[tuple[str, int], str] = {}
+    for name, addr in enabled:
+        if addr in seen:
+            f.problem(name, f"address {addr[0]}:{addr[1]} is also used by {seen[addr]}")
+        seen[addr] = name
+    return out
+
+
+def parse_endpoints(raw: Any, path: str, problems: list[str]) -> tuple[Endpoint, ...]:
+    """A list of `host:port` strings or `{address, weight, tags, meta}` mappings."""
+    if not isinstance(raw, list):
+        problems.append(f"{path}: must be a list of endpoints")
+        return ()
+    out: list[Endpoint] = []
+    for i, item in enumerate(raw):
+        where = join(path, i)
+        if isinstance(item, str):
+            addr = parse_address(item)
+            if addr is None:
+                problems.append(f"{where}: must be an address like 10.0.0.7:8080 (got {item!r})")
+                continue
+            out.append(Endpoint(addr[0], addr[1]))
+            continue
+        f = Fields(item, where, problems)
+        addr = f.address("address", ("", 0))
+        if addr == ("", 0):
+            if "address" not in f.data:
+                f.problem("address", "is required")
+            f.finish()
+            continue
+        tags = f.value("tags", (), _str_tuple, "a list of strings")
+        meta = f.value("meta", (), _str_pairs, "a mapping of strings")
+        ep = Endpoint(addr[0], addr[1], weight=f.integer("weight", 1, minimum=1, maximum=10_000),
+                      tags=tags, meta=meta)
+        f.finish()
+        out.append(ep)
+    return tuple(out)
+
+
+def _str_tuple(v: Any) -> tuple[str, ...] | None:
+    if isinstance(v, list) and all(isinstance(x, str) for x in v):
+        return tuple(v)
+    return None
+
+
+def _str_pairs(v: Any) -> tuple[tuple[str, str], ...] | None:
+    if isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str | int | float)
+                                   for k, x in v.items()):
+        return tuple(sorted((k, str(x)) for k, x in v.items()))
+    return None
+
+
+def parse_services(raw: dict[str, Any], path: str,
+                   problems: list[str]) -> tuple[tuple[str, tuple[Endpoint, ...]], ...]:
+    out = []
+    for name, endpoints in raw.items():
+        if not isinstance(name, str) or not SERVICE_NAME.fullmatch(name):
+            problems.append(f"{join(path, str(name))}: service name must be a DNS label")
+            continue
+        out.append((name, parse_endpoints(endpoints, join(path, name), problems)))
+    return tuple(sorted(out))
+
+
+def _discovery(f: Fields, base_dir: Path | None) -> Discovery:
+    s = f.child("static")
+    file = s.optional_string("file")
+    if file is not None and base_dir is not None and not Path(file).is_absolute():
+        file = str(base_dir / file)
+    static = StaticDiscovery(
+        file=file,
+        services=parse_services(s.mapping("services"), join(s.path, "services"), s.problems),
+        poll_interval=s.duration("poll_interval", StaticDiscovery().poll_interval),
+    )
+    s.finish()
+    f.finish()
+    return Discovery(static=static)
+
+
+def _routes(top: Fields, problems: list[str]) -> tuple[Route, ...]:
+    out: list[Route] = []
+    names: set[str] = set()
+    for path, raw in top.items("routes"):
+        f = Fields(raw, path, problems)
+        service = f.string("service", "", SERVICE_NAME, "a service name (a DNS label)")
+        if not f.has("service"):
+            f.problem("service", "is required")
+        name = f.string("name", service or f"route-{len(out)}")
+        if name in names:
+            f.problem("name", f"duplicate route name {name!r}")
+        names.add(name)
+        m = f.child("match")
+        host = m.optional_string("host")
+        if host is not None and not HOST.fullmatch(host.lower()):
+            m.problem("host", f"must be a host name (got {host!r})")
+        prefix = m.string("path_prefix", "/")
+        if not prefix.startswith("/"):
+            m.problem("path_prefix", "must start with /")
+        m.finish()
+        timeout = f.optional_duration("timeout")
+        out.append(Route(name=name, service=service,
+                         match=RouteMatch(host.lower() if host else None, prefix),
+                         timeout=timeout, host_rewrite=f.optional_string("host_rewrite")))
+        f.finish()
+    return tuple(out)
+
+
+def _limits(f: Fields) -> Limits:
+    d = Limits()
+    out = Limits(
+        max_connections=f.integer("max_connections", d.max_connections, minimum=1),
+        max_header_bytes=f.integer("max_header_bytes", d.max_header_bytes, minimum=1024),
+        header_timeout=f.duration("header_timeout", d.header_timeout),
+        idle_timeout=f.duration("idle_timeout", d.idle_timeout),
+        drain_timeout=f.duration("drain_timeout", d.drain_timeout),
+        max_pipelined=f.integer("max_pipelined", d.max_pipelined, minimum=1),
+    )
+    f.finish()
+    return out
+
+
+def _upstream(f: Fields) -> Upstream:
+    d = Upstream()
+    out = Upstream(
+        connect_timeout=f.duration("connect_timeout", d.connect_timeout),
+        timeout=f.duration("timeout", d.timeout),
+        max_connections_per_endpoint=f.integer("max_connections_per_endpoint",
+                                               d.max_connections_per_endpoint, minimum=1),
+        max_idle_per_endpoint=f.integer("max_idle_per_endpoint", d.max_idle_per_endpoint),
+        idle_timeout=f.duration("idle_timeout", d.idle_timeout),
+    )
+    f.finish()
+    return out

@@ -1,0 +1,117 @@
+"""The sidecar's configuration: frozen values, built and validated by `load.py`.
+
+Every field has a default so that `sidecar run` works with no file at all (the
+"embedded defaults"). Durations are seconds as floats; addresses are (host, port).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceIdentity:
+    name: str = "app"
+    namespace: str = "default"
+    version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    address: Address
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Listeners:
+    # Inbound listens on all interfaces: peers reach the pod through it.
+    inbound: Listener = Listener(("0.0.0.0", 15006))
+    # Outbound and admin stay on loopback: only the local app may use them.
+    outbound: Listener = Listener(("127.0.0.1", 15001))
+    admin: Listener = Listener(("127.0.0.1", 15000))
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    address: Address = ("127.0.0.1", 8080)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+    weight: int = 1
+    tags: tuple[str, ...] = ()
+    meta: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def address(self) -> Address:
+        return (self.host, self.port)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class StaticDiscovery:
+    # A YAML file of `services: {name: [endpoints]}`, re-read when it changes.
+    file: str | None = None
+    # Services given inline in the sidecar's own config.
+    services: tuple[tuple[str, tuple[Endpoint, ...]], ...] = ()
+    # How often the file's mtime is checked; cheap, one stat() per period.
+    poll_interval: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    static: StaticDiscovery = StaticDiscovery()
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    host: str | None = None  # authority without port, lower case; None matches any
+    path_prefix: str = "/"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    service: str
+    match: RouteMatch = RouteMatch()
+    # Time allowed for the upstream's response head; the body is then covered by idle_timeout.
+    timeout: float | None = None
+    host_rewrite: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_connections: int = 10_000  # per listener; beyond it, new connections are closed at once
+    max_header_bytes: int = 64 * 1024  # request line + headers; beyond it, 431
+    header_timeout: float = 10.0  # a request head must arrive within this (slow-loris guard)
+    idle_timeout: float = 60.0  # keep-alive idle, and silence in the middle of a body
+    drain_timeout: float = 20.0  # on SIGTERM, in-flight requests get this long to finish
+    max_pipelined: int = 32  # requests queued behind the one in flight on one connection
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    connect_timeout: float = 2.0
+    timeout: float = 15.0  # default response-head timeout when a route sets none
+    max_connections_per_endpoint: int = 1024
+    max_idle_per_endpoint: int = 128
+    idle_timeout: float = 30.0  # pooled connections unused this long are closed
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    service: ServiceIdentity = ServiceIdentity()
+    listeners: Listeners = Listeners()
+    app: App = App()
+    discovery: Discovery = Discovery()
+    routes: tuple[Route, ...] = ()
+    limits: Limits = Limits()
+    upstream: Upstream = Upstream()
+    # Where the config came from (None: embedded defaults); reload re-reads this file.
+    source: str | None = field(default=None, compare=False)

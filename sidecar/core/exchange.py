@@ -1,0 +1,35 @@
+"""One request/response exchange: the request context that routing and policies see."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..protocol.events import RequestHead
+
+
+class Exchange:
+    __slots__ = ("cluster", "downstream", "endpoint", "forwarded", "head", "keep_alive",
+                 "pending", "request_done", "request_id", "response_chunked",
+                 "response_started", "retried", "route", "start", "stats", "status",
+                 "timeout", "upstream")
+
+    def __init__(self, downstream: Any, head: RequestHead, request_id: bytes,
+                 start: float) -> None:
+        self.downstream = downstream  # the client connection this exchange answers on
+        self.head = head
+        self.request_id = request_id
+        self.start = start
+        self.route: Any = None  # the matched route entry
+        self.cluster: Any = None
+        self.endpoint: Any = None
+        self.stats: Any = None  # where the outcome is counted
+        self.upstream: Any = None  # the upstream connection, once attached
+        self.forwarded = b""  # the head as sent upstream
+        self.pending: list[bytes] | None = None  # body bytes waiting for the upstream
+        self.timeout = 0.0
+        self.keep_alive = head.keep_alive
+        self.request_done = False
+        self.response_started = False
+        self.response_chunked = False
+        self.retried = False
+        self.status = 0

@@ -1,0 +1,63 @@
+"""Routing, sans-IO: a request head → the route entry that serves it.
+
+Routes are tried in order, first match wins (host, then path prefix); on the
+outbound side a request whose Host names a known service goes to that service
+when no route matched (the mesh's implicit route, like Linkerd's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..protocol.events import RequestHead
+from .cluster import Cluster
+
+
+def host_of(authority: bytes) -> bytes:
+    """`portfolio:8080` → `portfolio`; `[::1]:80` → `[::1]`."""
+    if authority.endswith(b"]"):
+        return authority
+    host, sep, port = authority.rpartition(b":")
+    return host if sep and port.isdigit() else authority
+
+
+class RouteEntry:
+    __slots__ = ("cluster", "host", "host_rewrite", "name", "prefix", "stats", "timeout")
+
+    def __init__(self, name: str, cluster: Cluster, stats: Any, timeout: float,
+                 host: str | None = None, prefix: str = "/",
+                 host_rewrite: str | None = None) -> None:
+        self.name = name
+        self.cluster = cluster
+        self.stats = stats
+        self.timeout = timeout
+        self.host = host.encode() if host else None
+        self.prefix = prefix.encode()
+        self.host_rewrite = host_rewrite.encode() if host_rewrite else None
+
+
+class Router:
+    def __init__(self, entries: list[RouteEntry],
+                 implicit: Callable[[str], RouteEntry | None] | None = None) -> None:
+        self.entries = entries
+        self._implicit = implicit
+        self._by_host: dict[bytes, RouteEntry | None] = {}
+
+    def route(self, head: RequestHead) -> RouteEntry | None:
+        host = host_of(head.authority)
+        target = head.target
+        for entry in self.entries:
+            if (entry.host is None or entry.host == host) and target.startswith(entry.prefix):
+                return entry
+        if self._implicit is None:
+            return None
+        try:
+            entry = self._by_host[host]
+        except KeyError:
+            entry = self._implicit(host.decode("ascii", "replace"))
+            if entry is not None or len(self._by_host) < 10_000:  # unknown hosts: bounded
+                self._by_host[host] = entry
+        if entry is not None and not entry.cluster.known:
+            return None
+        return entry

@@ -1,0 +1,12 @@
+"""The test kit shipped with the sidecar, for its own tests and for users' tests.
+
+- `running_sidecar(config)`: a sidecar in the current event loop (ports may be 0).
+- `SidecarProcess(config, workdir)`: `sidecar run` as a child process, for signals.
+- `free_port()`: a TCP port free on 127.0.0.1 right now.
+"""
+
+from .inprocess import RunningSidecar, running_sidecar
+from .ports import free_port
+from .process import SidecarProcess
+
+__all__ = ["RunningSidecar", "SidecarProcess", "free_port", "running_sidecar"]

@@ -1,0 +1,430 @@
+"""The server side of the proxy: one client connection, HTTP/1.1.
+
+How this works: bytes from the client go through the sans-IO `RequestReader`; each
+request head opens an `Exchange`, is routed (the listener's current `state`),
+balanced to an endpoint and handed to that endpoint's pool, which writes it on a
+keep-alive upstream connection. Response events come back through `response_*`,
+are framed for this client and written once per batch (`flush`). One exchange is in
+flight per connection; pipelined requests wait in `backlog`, in order.
+
+Nothing here starts a task or a timer per request: timeouts are deadlines that the
+listener's sweeper checks, and only connecting to an upstream runs a coroutine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import deque
+from typing import TYPE_CHECKING
+
+from ..core.errors import ErrorCode, envelope
+from ..core.exchange import Exchange
+from ..core.request_id import new_request_id
+from ..protocol.events import Data, EndOfMessage, Event, Headers, RequestHead, ResponseHead
+from ..protocol.forwarding import body_allowed, request_head, response_head, simple_response
+from ..protocol.h1 import LAST_CHUNK, ProtocolError, RequestReader, encode_chunk
+
+if TYPE_CHECKING:
+    from .listener import Listener
+    from .upstream import UpstreamConnection
+
+# What the deadline guards.
+IDLE, HEADER, RESPONSE, BODY = range(4)
+# Reasons to stop reading from the client (a bit each).
+UPSTREAM_CONNECTING, UPSTREAM_FULL, BACKLOG_FULL, CLIENT_FULL = 1, 2, 4, 8
+_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 408: b"Request Timeout",
+            405: b"Method Not Allowed", 431: b"Request Header Fields Too Large",
+            502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout"}
+
+
+def _without_last_request(events: list[Event | ProtocolError]) -> list[Event | ProtocolError]:
+    """A batch ending in an error: the request it belongs to never reaches the upstream."""
+    for i in range(len(events) - 1, -1, -1):
+        t = type(events[i])
+        if t is RequestHead:
+            return [*events[:i], events[-1]]
+        if t is EndOfMessage:
+            break
+    return events
+
+
+class DownstreamConnection(asyncio.Protocol):
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.loop = listener.loop
+        self.transport: asyncio.Transport | None = None
+        self.reader = RequestReader(listener.state.limits.max_header_bytes)
+        self.exchange: Exchange | None = None
+        self.backlog: deque[Event | ProtocolError] = deque()
+        self.wbuf: list[bytes] = []
+        self.client_ip = b"unknown"
+        self.deadline = 0.0
+        self.timer = IDLE
+        self.activity = 0  # bytes moved since the last deadline check, for BODY
+        self.blocked = 0  # reasons reading is paused, one bit each
+        self.tunnel: UpstreamConnection | None = None
+        self.tunnel_buf: list[bytes] | None = None  # client bytes sent before the 101
+        self.failed = False  # the client sent something unparseable: read no more
+        self.closed = False
+
+    # asyncio protocol ------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        if not self.listener.admit(self):
+            return
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.client_ip = str(peer[0]).encode()
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.timer = HEADER
+        self.deadline = self.loop.time() + self.listener.state.limits.header_timeout
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.write(data)
+            return
+        if self.tunnel_buf is not None:  # waiting for the upstream's 101
+            self.tunnel_buf.append(data)
+            self.block_reading(UPSTREAM_CONNECTING)
+            return
+        if self.failed:
+            return
+        self.activity += 1
+        events = self.reader.feed(data)
+        if type(events[-1]) is ProtocolError if events else False:
+            events = _without_last_request(events)
+        backlog = self.backlog
+        for ev in events:
+            if backlog:
+                backlog.append(ev)
+                continue
+            t = type(ev)
+            if t is RequestHead or t is ProtocolError:
+                ex = self.exchange
+                if ex is not None and (t is RequestHead or ex.request_done):
+                    backlog.append(ev)  # pipelined: waits its turn
+                    continue
+            self._dispatch(ev)
+        if len(backlog) > self.listener.state.limits.max_pipelined * 3:
+            self.block_reading(BACKLOG_FULL)
+        if self.exchange is None and self.timer == IDLE and self.reader.in_head:
+            self.timer = HEADER  # a head has begun: it must now finish in time
+            self.deadline = self.loop.time() + self.listener.state.limits.header_timeout
+        if self.wbuf:
+            self.flush()
+
+    def eof_received(self) -> bool:
+        # A half-close ends the client's requests; finish the one in flight, then close.
+        if self.exchange is None and not self.backlog:
+            return False
+        if self.exchange is not None:
+            self.exchange.keep_alive = False
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.listener.forget(self)
+        ex = self.exchange
+        self.exchange = None
+        self.backlog.clear()
+        if self.tunnel is not None:
+            self.tunnel.abort()
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.cancel()
+
+    def pause_writing(self) -> None:
+        ex = self.exchange
+        up = self.tunnel or (ex.upstream if ex is not None else None)
+        if up is not None:
+            up.pause_reading()
+
+    def resume_writing(self) -> None:
+        ex = self.exchange
+        up = self.tunnel or (ex.upstream if ex is not None else None)
+        if up is not None:
+            up.resume_reading()
+
+    # requests from the client --------------------------------------------------
+    def _dispatch(self, ev: Event | ProtocolError) -> None:
+        t = type(ev)
+        if t is RequestHead:
+            self._begin(ev)  # type: ignore[arg-type]
+        elif t is Data:
+            self._request_data(ev.data)  # type: ignore[union-attr]
+        elif t is EndOfMessage:
+            self._request_end(ev.trailers)  # type: ignore[union-attr]
+        elif t is ProtocolError:
+            self._reject(ev)  # type: ignore[arg-type]
+        else:
+            self._upgrade_requested(ev.rest)  # type: ignore[union-attr]
+
+    def _begin(self, head: RequestHead) -> None:
+        now = self.loop.time()
+        ex = Exchange(self, head, head.request_id or new_request_id(), now)
+        ex.request_done = not (head.chunked or head.content_length)
+        self.exchange = ex
+        state = self.listener.state
+        ex.stats = state.stats
+        if self.listener.draining:
+            ex.keep_alive = False
+        entry = state.router.route(head)
+        if entry is None:
+            self.respond_error(ex, ErrorCode.NO_ROUTE,
+                               f"no route for host {head.authority.decode(errors='replace')!r}")
+            return
+        ex.route = entry
+        ex.stats = entry.stats
+        endpoint = entry.cluster.pick()
+        if endpoint is None:
+            self.respond_error(ex, ErrorCode.NO_HEALTHY_ENDPOINTS,
+                               f"service {entry.cluster.name!r} has no healthy endpoints")
+            return
+        ex.endpoint = endpoint
+        ex.forwarded = request_head(head, client_ip=self.client_ip, proto=state.proto,
+                                    request_id=ex.request_id, host=entry.host_rewrite)
+        ex.pending = []
+        self.timer = RESPONSE
+        self.deadline = now + entry.timeout
+        endpoint.pool.send(ex)
+
+    def _request_data(self, data: bytes) -> None:
+        ex = self.exchange
+        if ex is None or ex.request_done:
+            return  # the body of a request already answered: dropped with the connection
+        if ex.head.chunked:
+            data = encode_chunk(data)
+        up = ex.upstream
+        if up is not None:
+            up.write(data)
+        elif ex.pending is not None:
+            ex.pending.append(data)
+            if len(ex.pending) > 16:
+                self.block_reading(UPSTREAM_CONNECTING)
+
+    def _request_end(self, trailers: Headers | None) -> None:
+        ex = self.exchange
+        if ex is None or ex.request_done:
+            return
+        ex.request_done = True
+        if ex.head.chunked:
+            end = LAST_CHUNK if not trailers else b"0\r\n" + b"".join(
+                b"%b: %b\r\n" % kv for kv in trailers) + b"\r\n"
+            if ex.upstream is not None:
+                ex.upstream.write(end)
+            elif ex.pending is not None:
+                ex.pending.append(end)
+
+    def _upgrade_requested(self, rest: bytes) -> None:
+        # Everything after an Upgrade request is the new protocol's: hold it until the 101.
+        if self.exchange is not None and self.exchange.route is not None:
+            self.tunnel_buf = [rest] if rest else []
+        else:
+            self.transport.close()  # type: ignore[union-attr]
+
+    # responses from the upstream -----------------------------------------------
+    def response_head(self, ex: Exchange, head: ResponseHead) -> None:
+        if ex is not self.exchange:
+            return
+        status = head.status
+        if status < 200 and status != 101:  # interim (100 Continue, 103): relay as is
+            self.wbuf.append(response_head(head, request_id=ex.request_id, keep_alive=True,
+                                           chunked=False))
+            return
+        ex.response_started = True
+        ex.status = status
+        keep = ex.keep_alive and ex.request_done and not (ex.head.upgrade and status != 101)
+        chunked = False
+        if not body_allowed(status, ex.head.method) or head.content_length is not None:
+            pass
+        elif ex.head.version == b"1.1":
+            chunked = True
+        else:
+            keep = False  # HTTP/1.0 client: the body ends when we close
+        ex.keep_alive = keep
+        ex.response_chunked = chunked
+        self.wbuf.append(response_head(head, request_id=ex.request_id, keep_alive=keep,
+                                       chunked=chunked))
+        self.timer = BODY
+        self.deadline = self.loop.time() + self.listener.state.limits.idle_timeout
+
+    def response_data(self, ex: Exchange, data: bytes) -> None:
+        if ex is not self.exchange:
+            return
+        self.activity += 1
+        self.wbuf.append(encode_chunk(data) if ex.response_chunked else data)
+
+    def response_end(self, ex: Exchange, trailers: Headers | None) -> None:
+        if ex is not self.exchange:
+            return
+        if ex.response_chunked:
+            self.wbuf.append(LAST_CHUNK if not trailers else b"0\r\n" + b"".join(
+                b"%b: %b\r\n" % kv for kv in trailers) + b"\r\n")
+        if not ex.request_done:
+            ex.keep_alive = False  # the rest of the request body will never be read
+        self._finish(ex)
+
+    def start_tunnel(self, ex: Exchange, up: UpstreamConnection, rest: bytes) -> None:
+        """The upstream switched protocols: from now on, bytes pass through untouched."""
+        self.tunnel = up
+        if rest:
+            self.wbuf.append(rest)
+        pending = self.tunnel_buf or []
+        self.tunnel_buf = None
+        if pending:
+            up.write(b"".join(pending))
+        self.unblock_reading(UPSTREAM_CONNECTING)
+        self._observe(ex)
+        self.exchange = None
+        self.timer = IDLE
+        self.deadline = 0.0  # a tunnel has no idle limit of ours; the endpoints' own apply
+
+    def tunnel_closed(self) -> None:
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    # failures --------------------------------------------------------------------
+    def upstream_failed(self, ex: Exchange, code: ErrorCode, message: str) -> None:
+        if ex is not self.exchange:
+            return
+        self.respond_error(ex, code, message)
+        self.flush()
+
+    def upstream_lost(self, ex: Exchange, retryable: bool) -> None:
+        """The upstream connection closed while serving `ex`."""
+        if ex is not self.exchange:
+            return
+        if retryable and not ex.retried and not ex.head.has_body and not ex.response_started:
+            # A pooled connection the server had already closed: once more on a fresh one.
+            ex.retried = True
+            ex.pending = []
+            ex.endpoint.pool.connect(ex)
+            return
+        if ex.response_started:
+            self.abort()  # half a response cannot be finished or replaced
+            return
+        self.respond_error(ex, ErrorCode.UPSTREAM_RESET,
+                           "upstream closed the connection before responding")
+        self.flush()
+
+    def abandoned(self, ex: Exchange) -> bool:
+        return self.closed or ex is not self.exchange
+
+    def respond_error(self, ex: Exchange, code: ErrorCode, message: str) -> None:
+        """Answer `ex` with the sidecar's error envelope, or cut the connection if too late."""
+        if ex.response_started:
+            self.abort()
+            return
+        if ex.upstream is not None:
+            ex.upstream.cancel()
+        ex.pending = None
+        ex.response_started = True
+        ex.status = code.status
+        keep = ex.keep_alive and ex.request_done and not code.closes_connection
+        ex.keep_alive = keep
+        service = ex.route.cluster.name if ex.route is not None else self.listener.state.service
+        body = envelope(code, message, ex.request_id.decode(), service)
+        self.wbuf.append(simple_response(code.status, _REASONS.get(code.status, b"Error"), body,
+                                         request_id=ex.request_id, keep_alive=keep))
+        self._finish(ex)
+
+    def _reject(self, err: ProtocolError) -> None:
+        """The client sent something unparseable (or too slowly): answer, then close."""
+        self.failed = True
+        self.block_reading(BACKLOG_FULL)
+        ex = self.exchange
+        if ex is None:
+            head = RequestHead(b"-", b"", b"1.1", [], False, False)
+            ex = self.exchange = Exchange(self, head, new_request_id(), self.loop.time())
+            ex.stats = self.listener.state.stats
+            ex.request_done = True
+        ex.keep_alive = False
+        self.respond_error(ex, err.code, err.message)
+        self.flush()
+
+    # finishing -------------------------------------------------------------------
+    def _observe(self, ex: Exchange) -> None:
+        ex.stats.observe(ex.status, self.loop.time() - ex.start)
+
+    def _finish(self, ex: Exchange) -> None:
+        self._observe(ex)
+        self.exchange = None
+        if not ex.keep_alive or self.closed:
+            self.close_after_flush()
+            return
+        self.timer = IDLE
+        self.deadline = self.loop.time() + self.listener.state.limits.idle_timeout
+        if self.backlog:
+            self._resume_backlog()
+
+    def _resume_backlog(self) -> None:
+        backlog = self.backlog
+        while backlog and not self.closed:
+            t = type(backlog[0])
+            if (t is RequestHead or t is ProtocolError) and self.exchange is not None:
+                break
+            self._dispatch(backlog.popleft())
+        if len(backlog) <= self.listener.state.limits.max_pipelined:
+            self.unblock_reading(BACKLOG_FULL)
+
+    # I/O helpers -----------------------------------------------------------------
+    def flush(self) -> None:
+        wbuf = self.wbuf
+        if wbuf and not self.closed:
+            data = wbuf[0] if len(wbuf) == 1 else b"".join(wbuf)
+            wbuf.clear()
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def close_after_flush(self) -> None:
+        self.flush()
+        self.wbuf.clear()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.wbuf.clear()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def block_reading(self, reason: int) -> None:
+        if not self.blocked and self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+        self.blocked |= reason
+
+    def unblock_reading(self, reason: int) -> None:
+        if self.blocked & reason:
+            self.blocked &= ~reason
+            if not self.blocked and self.transport is not None and not self.closed:
+                self.transport.resume_reading()
+
+    # deadlines (called by the listener's sweeper) -----------------------------------
+    def expired(self, now: float) -> None:
+        timer = self.timer
+        ex = self.exchange
+        if timer == BODY and self.activity:
+            self.activity = 0  # still moving: look again one idle period later
+            self.deadline = now + self.listener.state.limits.idle_timeout
+            return
+        self.deadline = 0.0
+        if timer == RESPONSE and ex is not None:
+            self.respond_error(ex, ErrorCode.UPSTREAM_TIMEOUT,
+                               f"no response from upstream within {ex.route.timeout:g}s")
+            self.flush()
+        elif timer == HEADER and ex is None:
+            self._reject(ProtocolError(ErrorCode.REQUEST_TIMEOUT,
+                                       "request head not received in time"))
+        else:
+            self.abort() if ex is not None else self.close_after_flush()
+
+    def drain(self) -> None:
+        """Stop after the exchange in flight; an idle connection closes now."""
+        if self.exchange is None and not self.backlog and self.tunnel is None:
+            self.close_after_flush()
+        elif self.exchange is not None:
+            self.exchange.keep_alive = False
+
+
+__all__ = ["DownstreamConnection"]

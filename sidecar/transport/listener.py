@@ -1,0 +1,110 @@
+"""A listening socket and its client connections: admission, deadlines, drain.
+
+The listener's `state` (limits, router, counters) is swapped whole on reload;
+connections read it per request, so a reload never touches open connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from ..config.model import Limits
+from ..telemetry import names
+from ..telemetry.metrics import Metrics, RequestStats
+from .downstream import DownstreamConnection
+
+log = logging.getLogger("sidecar.listener")
+
+SWEEP_INTERVAL = 0.1  # resolution of every timeout, in seconds
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerState:
+    direction: str  # "inbound" or "outbound"
+    service: str  # the local service (names errors made before routing)
+    proto: bytes  # X-Forwarded-Proto for requests arriving here
+    limits: Limits
+    router: Any  # routing.Router
+    stats: RequestStats  # requests answered before a route was found
+
+
+class Listener:
+    def __init__(self, name: str, state: ListenerState, metrics: Metrics,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.name = name
+        self.state = state
+        self.metrics = metrics
+        self.loop = loop
+        self.connections: set[DownstreamConnection] = set()
+        self.server: asyncio.Server | None = None
+        self.address: tuple[str, int] | None = None
+        self.draining = False
+        self.accepted = 0
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self, address: tuple[str, int]) -> None:
+        host, port = address
+        self.server = await self.loop.create_server(
+            lambda: DownstreamConnection(self), host, port, backlog=2048, reuse_address=True)
+        sock = self.server.sockets[0].getsockname()
+        self.address = (sock[0], sock[1])
+        self._sweeper = self.loop.create_task(self._sweep())
+        log.info("listening", extra={"listener": self.name,
+                                     "address": f"{self.address[0]}:{self.address[1]}"})
+
+    def admit(self, conn: DownstreamConnection) -> bool:
+        if self.draining or len(self.connections) >= self.state.limits.max_connections:
+            reason = "draining" if self.draining else "max_connections"
+            self.metrics.inc(names.CONNECTIONS_REJECTED, listener=self.name, reason=reason)
+            assert conn.transport is not None
+            conn.closed = True
+            conn.transport.abort()
+            return False
+        self.connections.add(conn)
+        self.accepted += 1
+        return True
+
+    def forget(self, conn: DownstreamConnection) -> None:
+        self.connections.discard(conn)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            now = self.loop.time()
+            for conn in [c for c in self.connections if c.deadline and c.deadline < now]:
+                try:
+                    conn.expired(now)
+                except Exception:  # a broken invariant in one connection must not stop the rest
+                    log.exception("deadline handling failed; closing the connection")
+                    conn.abort()
+
+    async def drain(self, deadline: float, grace: float = 1.0) -> None:
+        """Stop accepting; let exchanges in flight finish; close everything by `deadline`."""
+        self.draining = True
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.connections):
+            if conn.exchange is not None:
+                conn.exchange.keep_alive = False
+        # Idle keep-alive clients get a moment: one that is sending right now gets its
+        # answer (with `Connection: close`) instead of a reset.
+        grace_end = min(deadline, self.loop.time() + grace)
+        while self.connections and self.loop.time() < grace_end:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.drain()
+        while self.connections and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.abort()
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()

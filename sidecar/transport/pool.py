@@ -1,0 +1,109 @@
+"""Keep-alive connections to one endpoint: LIFO reuse, bounded, connected on demand.
+
+LIFO keeps the hottest connections busy and lets the rest age out (Envoy and
+linkerd do the same). At the connection limit, requests wait in a short queue
+and take the next connection released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
+
+from ..config.model import Upstream
+from ..core.errors import ErrorCode
+from .upstream import UpstreamConnection
+
+if TYPE_CHECKING:
+    from ..core.exchange import Exchange
+
+
+class Pool:
+    def __init__(self, address: tuple[str, int], settings: Upstream,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.address = address
+        self.settings = settings
+        self.loop = loop
+        self.idle: list[UpstreamConnection] = []
+        self.busy = 0  # attached to an exchange, or being connected for one
+        self.waiting: deque[Exchange] = deque()
+        self.closed = False
+        self.connect_errors = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def send(self, ex: Exchange) -> None:
+        """Send `ex`'s request on an idle connection, a new one, or the next released."""
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                self.busy += 1
+                conn.reused = True
+                conn.attach(ex)
+                return
+        if self.busy >= self.settings.max_connections_per_endpoint:
+            self.waiting.append(ex)
+            return
+        self.connect(ex)
+
+    def connect(self, ex: Exchange) -> None:
+        self.busy += 1
+        task = self.loop.create_task(self._connect(ex))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, ex: Exchange) -> None:
+        host, port = self.address
+        try:
+            _, conn = await asyncio.wait_for(
+                self.loop.create_connection(lambda: UpstreamConnection(self), host, port),
+                self.settings.connect_timeout)
+        except (OSError, TimeoutError) as exc:
+            self.busy -= 1
+            self.connect_errors += 1
+            reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+            ex.downstream.upstream_failed(ex, ErrorCode.UPSTREAM_CONNECT_FAILED,
+                                          f"cannot connect to {host}:{port}: {reason}")
+            return
+        if ex.downstream.abandoned(ex):  # the client left while we connected
+            self.release(conn, True)
+            return
+        conn.attach(ex)
+
+    def release(self, conn: UpstreamConnection, clean: bool) -> None:
+        """`conn` finished its exchange; `clean` when the whole request was sent."""
+        self.busy -= 1
+        if not (clean and conn.reusable) or conn.closed or self.closed:
+            conn.close()
+            if self.waiting:
+                self.connect(self.waiting.popleft())
+            return
+        if self.waiting:
+            self.busy += 1
+            conn.reused = True
+            conn.attach(self.waiting.popleft())
+            return
+        if len(self.idle) >= self.settings.max_idle_per_endpoint:
+            conn.close()
+            return
+        conn.idle_since = self.loop.time()
+        self.idle.append(conn)
+
+    def lost(self, conn: UpstreamConnection) -> None:
+        """`conn` closed; an idle one leaves the stack (busy ones are counted by their owner)."""
+        if conn.exchange is None and conn in self.idle:
+            self.idle.remove(conn)
+
+    def sweep(self, now: float) -> None:
+        """Close connections idle too long: the oldest are at the bottom of the stack."""
+        idle = self.idle
+        limit = now - self.settings.idle_timeout
+        while idle and idle[0].idle_since < limit:
+            idle.pop(0).close()
+
+    def close(self) -> None:
+        self.closed = True
+        for conn in self.idle:
+            conn.close()
+        self.idle.clear()
