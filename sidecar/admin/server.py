@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from datetime import UTC, datetime
@@ -53,8 +54,8 @@ class AdminServer:
         site = web.TCPSite(self.runner, address[0], address[1], reuse_address=True)
         await site.start()
         server = site._server
-        assert server is not None
-        sock = server.sockets[0].getsockname()  # type: ignore[union-attr]
+        assert isinstance(server, asyncio.Server)
+        sock = server.sockets[0].getsockname()
         self.address = (sock[0], sock[1])
 
     async def stop(self) -> None:
@@ -107,8 +108,6 @@ async def _reachable(address: tuple[str, int], timeout: float = 0.5) -> bool:
     except (OSError, TimeoutError):
         return False
     writer.close()
-    try:
+    with contextlib.suppress(OSError):
         await writer.wait_closed()
-    except OSError:
-        pass
     return True

@@ -25,7 +25,7 @@ from .model import (
     Upstream,
 )
 
-__all__ = ["load_file", "load_data", "parse_endpoints"]
+__all__ = ["load_data", "load_file", "parse_endpoints"]
 
 # A service name is a DNS label: it becomes a Host header, a SPIFFE path segment, a metric label.
 SERVICE_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -123,8 +123,10 @@ def parse_endpoints(raw: Any, path: str, problems: list[str]) -> tuple[Endpoint,
                 f.problem("address", "is required")
             f.finish()
             continue
-        tags = f.value("tags", (), _str_tuple, "a list of strings")
-        meta = f.value("meta", (), _str_pairs, "a mapping of strings")
+        no_tags: tuple[str, ...] = ()
+        no_meta: tuple[tuple[str, str], ...] = ()
+        tags = f.value("tags", no_tags, _str_tuple, "a list of strings")
+        meta = f.value("meta", no_meta, _str_pairs, "a mapping of strings")
         ep = Endpoint(addr[0], addr[1], weight=f.integer("weight", 1, minimum=1, maximum=10_000),
                       tags=tags, meta=meta)
         f.finish()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .events import RequestHead, ResponseHead
 
-__all__ = ["request_head", "response_head", "simple_response", "body_allowed"]
+__all__ = ["body_allowed", "request_head", "response_head", "simple_response"]
 
 HOP_BY_HOP = frozenset((
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",

@@ -19,7 +19,7 @@ import httptools
 from ..core.errors import ErrorCode
 from .events import Data, EndOfMessage, Event, Headers, RequestHead, ResponseHead, Upgraded
 
-__all__ = ["ProtocolError", "RequestReader", "ResponseReader", "encode_chunk", "LAST_CHUNK"]
+__all__ = ["LAST_CHUNK", "ProtocolError", "RequestReader", "ResponseReader", "encode_chunk"]
 
 LAST_CHUNK = b"0\r\n\r\n"
 _MAX_REQUEST_ID = 200

@@ -53,11 +53,11 @@ class Router:
         if self._implicit is None:
             return None
         try:
-            entry = self._by_host[host]
+            implicit = self._by_host[host]
         except KeyError:
-            entry = self._implicit(host.decode("ascii", "replace"))
-            if entry is not None or len(self._by_host) < 10_000:  # unknown hosts: bounded
-                self._by_host[host] = entry
-        if entry is not None and not entry.cluster.known:
+            implicit = self._implicit(host.decode("ascii", "replace"))
+            if len(self._by_host) < 10_000:  # hosts the app may invent: bounded
+                self._by_host[host] = implicit
+        if implicit is None or not implicit.cluster.known:
             return None
-        return entry
+        return implicit

@@ -117,12 +117,9 @@ class DownstreamConnection(asyncio.Protocol):
             self.flush()
 
     def eof_received(self) -> bool:
-        # A half-close ends the client's requests; finish the one in flight, then close.
-        if self.exchange is None and not self.backlog:
-            return False
-        if self.exchange is not None:
-            self.exchange.keep_alive = False
-        return True
+        # A client that half-closes is treated as gone, as nginx and Envoy do by default:
+        # its exchange is cancelled and the upstream connection is not reused.
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
