@@ -118,19 +118,16 @@ def parse_endpoints(raw: Any, path: str, problems: list[str]) -> tuple[Endpoint,
             continue
         f = Fields(item, where, problems)
         addr = f.address("address", ("", 0))
-        if addr == ("", 0):
-            if "address" not in f.data:
-                f.problem("address", "is required")
-            f.finish()
-            continue
         no_tags: tuple[str, ...] = ()
         no_meta: tuple[tuple[str, str], ...] = ()
         tags = f.value("tags", no_tags, _str_tuple, "a list of strings")
         meta = f.value("meta", no_meta, _str_pairs, "a mapping of strings")
-        ep = Endpoint(addr[0], addr[1], weight=f.integer("weight", 1, minimum=1, maximum=10_000),
-                      tags=tags, meta=meta)
+        weight = f.integer("weight", 1, minimum=1, maximum=10_000)
         f.finish()
-        out.append(ep)
+        if not f.has("address"):
+            f.problem("address", "is required")
+        if addr != ("", 0):
+            out.append(Endpoint(addr[0], addr[1], weight=weight, tags=tags, meta=meta))
     return tuple(out)
 
 

@@ -1,0 +1,52 @@
+"""The proxy's header duties, sans-IO."""
+
+from __future__ import annotations
+
+from sidecar.protocol.events import RequestHead, ResponseHead
+from sidecar.protocol.forwarding import request_head, response_head
+from sidecar.protocol.h1 import RequestReader, ResponseReader
+
+
+def parse_request(raw: bytes) -> RequestHead:
+    head = RequestReader().feed(raw)[0]
+    assert isinstance(head, RequestHead)
+    return head
+
+
+def lines(block: bytes) -> list[bytes]:
+    return block.split(b"\r\n")
+
+
+def test_request_head_drops_hop_by_hop_and_sets_forwarding_headers() -> None:
+    head = parse_request(
+        b"GET /p HTTP/1.1\r\nHost: portfolio\r\nConnection: keep-alive, X-Secret\r\n"
+        b"Keep-Alive: timeout=5\r\nX-Secret: s\r\nTE: trailers\r\nProxy-Authorization: b\r\n"
+        b"X-Forwarded-For: 10.0.0.1\r\nAccept: */*\r\n\r\n")
+    out = lines(request_head(head, client_ip=b"127.0.0.1", proto=b"http", request_id=b"rid-1"))
+    assert out[0] == b"GET /p HTTP/1.1"
+    names = [line.split(b":")[0] for line in out[1:] if line]
+    for dropped in (b"connection", b"keep-alive", b"x-secret", b"te", b"proxy-authorization"):
+        assert dropped not in names
+    assert b"host: portfolio" in out and b"accept: */*" in out
+    assert b"x-forwarded-for: 10.0.0.1, 127.0.0.1" in out
+    assert b"x-forwarded-proto: http" in out and b"x-forwarded-host: portfolio" in out
+    assert b"x-request-id: rid-1" in out and b"via: 1.1 sidecar" in out
+
+
+def test_host_rewrite_and_chunked_reframing() -> None:
+    head = parse_request(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    out = lines(request_head(head, client_ip=b"::1", proto=b"http", request_id=b"r",
+                             host=b"portfolio.internal"))
+    assert b"host: portfolio.internal" in out
+    assert out.count(b"transfer-encoding: chunked") == 1
+
+
+def test_response_head_framing_and_connection() -> None:
+    resp = ResponseReader().feed(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\n"
+                                 b"Content-Type: text/plain\r\nX-Request-Id: up\r\n\r\n")[0]
+    assert isinstance(resp, ResponseHead)
+    out = lines(response_head(resp, request_id=b"mine", keep_alive=False, chunked=True))
+    assert out[0] == b"HTTP/1.1 200 OK"
+    assert b"connection: keep-alive" not in out
+    assert b"connection: close" in out and b"transfer-encoding: chunked" in out
+    assert b"x-request-id: up" in out and b"x-request-id: mine" not in out
