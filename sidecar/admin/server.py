@@ -53,9 +53,10 @@ class AdminServer:
         await self.runner.setup()
         site = web.TCPSite(self.runner, address[0], address[1], reuse_address=True)
         await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        sock = server.sockets[0].getsockname()
+        # uvloop's Server is no asyncio.Server subclass; both have `sockets`.
+        sockets = getattr(site._server, "sockets", None)
+        assert sockets, "the admin site has no listening socket"
+        sock = sockets[0].getsockname()
         self.address = (sock[0], sock[1])
 
     async def stop(self) -> None:
