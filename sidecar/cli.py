@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("file")
 
     demo = sub.add_parser("demo", help="run a local mesh of the seed's three services")
-    from .demo.runner import add_arguments
+    from .demo.options import add_arguments
     add_arguments(demo)
 
     sub.add_parser("version", help="print the version")

@@ -1,0 +1,1 @@
+"""Benchmarks of the sidecar against nginx and haproxy, side by side (see bench/README.md)."""
