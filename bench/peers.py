@@ -70,7 +70,7 @@ def find_tool(name: str) -> str:
     path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
     found = shutil.which(name, path=path)
     if found is None:
-        raise BenchError(f"{name} not found; run scripts/install-bench-deps.sh")
+        raise BenchError(f"{name} not found; run scripts/install-system-deps.sh")
     return found
 
 

@@ -1,15 +1,58 @@
 #!/usr/bin/env bash
-# The real servers and tools the tests and benchmarks run against, from Debian's
-# packages. Idempotent and quiet: apt runs only when something is missing.
+# Installs the real servers and tools that the tests and bench/ run beside the sidecar: nginx, haproxy, wrk, curl (Debian 12 packages;
+# taskset comes with util-linux, which every Debian has). Idempotent: does nothing, and asks
+# apt nothing, when all are present. Quiet unless something fails. Run as root (or with sudo).
 set -euo pipefail
-packages=(nginx-light haproxy wrk curl)
-commands=(nginx haproxy wrk curl)
+
+# nginx and haproxy live in /usr/sbin, which a normal user's PATH may lack.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
 missing=()
-for i in "${!commands[@]}"; do
-  command -v "${commands[$i]}" >/dev/null 2>&1 || [ -x "/usr/sbin/${commands[$i]}" ] || missing+=("${packages[$i]}")
+command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
+[ "${#missing[@]}" -eq 0 ] && exit 0
+
+if [ "$(id -u)" -eq 0 ]; then
+    as_root=()
+elif command -v sudo >/dev/null 2>&1; then
+    as_root=(sudo)
+else
+    echo "install-bench-deps: need root to install: ${missing[*]}" >&2
+    exit 1
+fi
+
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+run() {
+    # Keep apt's chatter unless it fails.
+    if ! "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive "$@" >>"$log" 2>&1; then
+        echo "install-bench-deps: failed: $*" >&2
+        cat "$log" >&2
+        exit 1
+    fi
+}
+
+run apt-get update -q
+
+packages=()
+for pkg in "${missing[@]}"; do
+    # nginx-light is the small build the benchmark needs (on Debian 12 a metapackage over
+    # nginx); fall back to plain nginx where a release has no nginx-light.
+    if [ "$pkg" = nginx ] && apt-cache show nginx-light >/dev/null 2>&1; then
+        pkg=nginx-light
+    fi
+    packages+=("$pkg")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
-SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
+run apt-get install -y -q --no-install-recommends "${packages[@]}"
+
+for tool in nginx haproxy wrk taskset; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "install-bench-deps: $tool still missing after installing ${packages[*]}" >&2
+        cat "$log" >&2
+        exit 1
+    fi
+done
