@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator
+from time import monotonic
 from typing import Any
 
 from .config import Config, ConfigError, load_file
@@ -122,7 +123,7 @@ class Sidecar:
     async def drain(self) -> None:
         """SIGTERM: stop accepting, finish what is in flight, close; bounded by drain_timeout."""
         self.draining = True
-        deadline = self.loop.time() + self.config.limits.drain_timeout
+        deadline = monotonic() + self.config.limits.drain_timeout
         await asyncio.gather(*(lst.drain(deadline) for lst in self.listeners.values()))
 
     async def stop(self) -> None:
@@ -137,7 +138,7 @@ class Sidecar:
     async def _sweep_pools(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            now = self.loop.time()
+            now = monotonic()
             for cluster in [*self.clusters.values(), self.app_cluster]:
                 for pool in cluster.pools():
                     pool.sweep(now)

@@ -11,21 +11,20 @@ Headers = list[tuple[bytes, bytes]]
 
 
 class RequestHead:
-    __slots__ = ("authority", "chunked", "connection", "content_length", "expect_continue",
-                 "headers", "keep_alive", "method", "request_id", "target", "upgrade", "version")
+    __slots__ = ("authority", "chunked", "connection", "content_length", "headers",
+                 "keep_alive", "method", "request_id", "target", "upgrade", "version")
 
-    def __init__(self, method: bytes, target: bytes, version: bytes, headers: Headers,
-                 keep_alive: bool, upgrade: bool) -> None:
+    def __init__(self, method: bytes, target: bytes, version: str, headers: Headers,
+                 keep_alive: bool) -> None:
         self.method = method
         self.target = target  # origin-form after parsing; absolute-form is split into authority
-        self.version = version  # b"1.1" or b"1.0"
+        self.version = version  # "1.1" or "1.0"
         self.headers = headers
         self.keep_alive = keep_alive
-        self.upgrade = upgrade
-        self.authority: bytes = b""  # host[:port] from the target or the Host header, lower case
+        self.upgrade = False  # asks to switch protocols (WebSocket)
+        self.authority = b""  # host[:port] from the target or the Host header, lower case
         self.content_length: int | None = None
         self.chunked = False
-        self.expect_continue = False
         self.request_id: bytes | None = None  # a valid x-request-id sent by the client
         self.connection: bytes | None = None  # the Connection header's tokens, lower case
 
@@ -41,26 +40,49 @@ class RequestHead:
 
 
 class ResponseHead:
-    __slots__ = ("chunked", "connection", "content_length", "headers", "keep_alive", "reason",
-                 "status", "upgrade", "version")
+    """A response head. From HTTP/1.1 it keeps its `raw` bytes: the proxy edits
+    those (cuts hop-by-hop lines, appends its own) instead of re-serialising every
+    header, which is most of a hop's cost in Python. `headers` is parsed on demand."""
 
-    def __init__(self, status: int, reason: bytes, version: bytes, headers: Headers,
-                 keep_alive: bool, upgrade: bool) -> None:
+    __slots__ = ("_headers", "chunked", "connection", "content_length", "cuts", "has_request_id",
+                 "keep_alive", "raw", "status", "upgrade")
+
+    def __init__(self, status: int, keep_alive: bool, raw: bytes | None = None,
+                 headers: Headers | None = None) -> None:
         self.status = status
-        self.reason = reason
-        self.version = version
-        self.headers = headers
         self.keep_alive = keep_alive
-        self.upgrade = upgrade
+        self.raw = raw  # status line to the blank line, as received
+        self._headers = headers
+        self.cuts: list[tuple[int, int]] | None = None  # spans of `raw` that must not be sent on
+        self.has_request_id = False
+        self.upgrade = False
         self.content_length: int | None = None
         self.chunked = False
         self.connection: bytes | None = None
+
+    @property
+    def headers(self) -> Headers:
+        if self._headers is None:
+            self._headers = parse_header_lines(self.raw or b"")
+        return self._headers
 
     def header(self, name: bytes) -> bytes | None:
         for k, v in self.headers:
             if k == name:
                 return v
         return None
+
+
+def parse_header_lines(raw: bytes) -> Headers:
+    """(lower-case name, value) pairs of a head already validated by llhttp (which
+    refuses obsolete line folding, so one line is one field)."""
+    out: Headers = []
+    for line in raw.split(b"\r\n")[1:]:
+        if not line:
+            continue
+        name, _, value = line.partition(b":")
+        out.append((name.strip().lower(), value.strip()))
+    return out
 
 
 class Data:
@@ -75,6 +97,9 @@ class EndOfMessage:
 
     def __init__(self, trailers: Headers | None = None) -> None:
         self.trailers = trailers
+
+
+END = EndOfMessage()  # the end of a message without trailers, shared: nothing mutates it
 
 
 class Upgraded:

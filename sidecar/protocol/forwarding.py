@@ -19,50 +19,82 @@ HOP_BY_HOP = frozenset((
 VIA = b"1.1 sidecar"
 
 
-def _named_in_connection(connection: bytes | None) -> frozenset[bytes]:
-    if not connection:
+_CONNECTION_OPTIONS = frozenset((b"close", b"keep-alive", b"upgrade", b""))
+_REASONS = {100: b"Continue", 101: b"Switching Protocols", 103: b"Early Hints", 200: b"OK",
+            201: b"Created", 202: b"Accepted", 204: b"No Content", 206: b"Partial Content",
+            301: b"Moved Permanently", 302: b"Found", 303: b"See Other", 304: b"Not Modified",
+            307: b"Temporary Redirect", 308: b"Permanent Redirect", 400: b"Bad Request",
+            401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
+            405: b"Method Not Allowed", 408: b"Request Timeout", 409: b"Conflict",
+            413: b"Content Too Large", 415: b"Unsupported Media Type",
+            422: b"Unprocessable Content", 429: b"Too Many Requests",
+            431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
+            501: b"Not Implemented", 502: b"Bad Gateway", 503: b"Service Unavailable",
+            504: b"Gateway Timeout"}
+# Status lines made once: `HTTP/1.1 200 OK\r\n`.
+_STATUS_LINES = {code: b"HTTP/1.1 %d %b\r\n" % (code, reason) for code, reason in _REASONS.items()}
+_SEP, _CRLF = b": ", b"\r\n"
+
+
+def reason(status: int) -> bytes:
+    return _REASONS.get(status, b"Unknown")
+
+
+def status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    return line if line is not None else b"HTTP/1.1 %d %b\r\n" % (status, reason(status))
+
+
+def _dropped(connection: bytes | None) -> frozenset[bytes]:
+    """Hop-by-hop fields, and any the `Connection` header names (RFC 9110 §7.6.1)."""
+    if connection is None or connection in _CONNECTION_OPTIONS:
         return HOP_BY_HOP
-    named = {t.strip() for t in connection.split(b",")} - {b"close", b"keep-alive", b"upgrade", b""}
+    named = {t.strip() for t in connection.split(b",")} - _CONNECTION_OPTIONS
     return HOP_BY_HOP | named if named else HOP_BY_HOP
 
 
 def request_head(head: RequestHead, *, client_ip: bytes, proto: bytes, request_id: bytes,
                  host: bytes | None = None) -> bytes:
     """The head to send upstream, always HTTP/1.1 and keep-alive."""
-    drop = _named_in_connection(head.connection)
-    out = [b"%b %b HTTP/1.1\r\n" % (head.method, head.target)]
+    drop = HOP_BY_HOP if head.connection is None else _dropped(head.connection)
+    out = [head.method, b" ", head.target, b" HTTP/1.1\r\n"]
     xff = None
     seen_proto = seen_fhost = False
     for k, v in head.headers:
-        if k in drop:
+        if k in _SPECIAL_REQUEST:
+            if k in drop or k == b"x-request-id":
+                continue
+            if k == b"host":
+                if host is not None:
+                    v = host
+            elif k == b"x-forwarded-for":
+                xff = v if xff is None else xff + b", " + v
+                continue
+            elif k == b"x-forwarded-proto":
+                seen_proto = True
+            elif k == b"x-forwarded-host":
+                seen_fhost = True
+        elif k in drop:  # named in Connection
             continue
-        if k == b"host":
-            out.append(b"host: %b\r\n" % (host or v))
-            continue
-        if k == b"x-forwarded-for":
-            xff = v if xff is None else xff + b", " + v
-            continue
-        if k == b"x-request-id":
-            continue
-        if k == b"x-forwarded-proto":
-            seen_proto = True
-        elif k == b"x-forwarded-host":
-            seen_fhost = True
-        out.append(b"%b: %b\r\n" % (k, v))
-    out.append(b"x-forwarded-for: %b\r\n" % (client_ip if xff is None else xff + b", " + client_ip))
+        out += (k, _SEP, v, _CRLF)
+    out += (b"x-forwarded-for: ", client_ip if xff is None else xff + b", " + client_ip, _CRLF)
     if not seen_proto:
-        out.append(b"x-forwarded-proto: %b\r\n" % proto)
+        out += (b"x-forwarded-proto: ", proto, _CRLF)
     if not seen_fhost and head.authority:
-        out.append(b"x-forwarded-host: %b\r\n" % head.authority)
-    out.append(b"x-request-id: %b\r\nvia: %b\r\n" % (request_id, VIA))
+        out += (b"x-forwarded-host: ", head.authority, _CRLF)
+    out += (b"x-request-id: ", request_id, b"\r\nvia: 1.1 sidecar\r\n")
     if head.chunked:
         out.append(b"transfer-encoding: chunked\r\n")
     if head.upgrade:
         upgrade = head.header(b"upgrade")
         if upgrade is not None:
-            out.append(b"connection: upgrade\r\nupgrade: %b\r\n" % upgrade)
-    out.append(b"\r\n")
+            out += (b"connection: upgrade\r\nupgrade: ", upgrade, _CRLF)
+    out.append(_CRLF)
     return b"".join(out)
+
+
+_SPECIAL_REQUEST = HOP_BY_HOP | {b"host", b"x-forwarded-for", b"x-request-id",
+                                 b"x-forwarded-proto", b"x-forwarded-host"}
 
 
 def body_allowed(status: int, method: bytes) -> bool:
@@ -72,39 +104,69 @@ def body_allowed(status: int, method: bytes) -> bool:
 def response_head(head: ResponseHead, *, request_id: bytes, keep_alive: bool,
                   chunked: bool) -> bytes:
     """The head to send downstream; `chunked` when we frame the body in chunks."""
-    drop = _named_in_connection(head.connection)
-    out = [b"HTTP/1.1 %d %b\r\n" % (head.status, head.reason)]
+    raw = head.raw
+    if raw is None or (head.connection is not None and _dropped(head.connection) is not HOP_BY_HOP):
+        return _rebuilt_response_head(head, request_id, keep_alive, chunked)
+    # Edit the received bytes: cut the hop-by-hop lines, keep the rest as it came.
+    cuts = head.cuts
+    if cuts:
+        pieces, last = [], 0
+        for a, b in cuts:
+            pieces.append(raw[last:a])
+            last = b
+        pieces.append(raw[last:-2])
+        out = pieces
+    else:
+        out = [raw[:-2]]
+    if raw[5:8] != b"1.1":  # HTTP/1.0 upstream: we speak 1.1 to the client
+        out[0] = status_line(head.status)[:-2] + out[0][out[0].find(b"\r\n"):]
+    if not head.has_request_id:
+        out += (b"x-request-id: ", request_id, _CRLF)
+    out.append(b"via: 1.1 sidecar\r\n")
+    return _finish_response_head(out, head, keep_alive, chunked)
+
+
+def _finish_response_head(out: list[bytes], head: ResponseHead, keep_alive: bool,
+                          chunked: bool) -> bytes:
+    if chunked:
+        out.append(b"transfer-encoding: chunked\r\n")
+    if head.status == 101:
+        out += (b"connection: upgrade\r\nupgrade: ", head.header(b"upgrade") or b"websocket",
+                _CRLF)
+    elif not keep_alive:
+        out.append(b"connection: close\r\n")
+    out.append(_CRLF)
+    return b"".join(out)
+
+
+def _rebuilt_response_head(head: ResponseHead, request_id: bytes, keep_alive: bool,
+                           chunked: bool) -> bytes:
+    """Field by field: for heads without raw bytes, or whose Connection names more fields."""
+    drop = _dropped(head.connection)
+    out = [status_line(head.status)]
     has_id = False
     for k, v in head.headers:
         if k in drop:
             continue
         if k == b"x-request-id":
             has_id = True
-        out.append(b"%b: %b\r\n" % (k, v))
+        out += (k, _SEP, v, _CRLF)
     if not has_id:
-        out.append(b"x-request-id: %b\r\n" % request_id)
-    out.append(b"via: %b\r\n" % VIA)
-    if chunked:
-        out.append(b"transfer-encoding: chunked\r\n")
-    if head.status == 101:
-        upgrade = head.header(b"upgrade")
-        out.append(b"connection: upgrade\r\nupgrade: %b\r\n" % (upgrade or b"websocket"))
-    elif not keep_alive:
-        out.append(b"connection: close\r\n")
-    out.append(b"\r\n")
-    return b"".join(out)
+        out += (b"x-request-id: ", request_id, _CRLF)
+    out.append(b"via: 1.1 sidecar\r\n")
+    return _finish_response_head(out, head, keep_alive, chunked)
 
 
-def simple_response(status: int, reason: bytes, body: bytes, *, request_id: bytes,
-                    keep_alive: bool, content_type: bytes = b"application/json",
+def simple_response(status: int, body: bytes, *, request_id: bytes, keep_alive: bool,
+                    content_type: bytes = b"application/json",
                     extra: list[tuple[bytes, bytes]] | None = None) -> bytes:
     """A complete response made by the sidecar itself (errors, local answers)."""
-    out = [b"HTTP/1.1 %d %b\r\ncontent-type: %b\r\ncontent-length: %d\r\n"
-           b"x-request-id: %b\r\n" % (status, reason, content_type, len(body), request_id)]
+    out = [status_line(status), b"content-type: %b\r\ncontent-length: %d\r\n"
+           b"x-request-id: %b\r\n" % (content_type, len(body), request_id)]
     for k, v in extra or ():
-        out.append(b"%b: %b\r\n" % (k, v))
+        out += (k, _SEP, v, _CRLF)
     if not keep_alive:
         out.append(b"connection: close\r\n")
-    out.append(b"\r\n")
+    out.append(_CRLF)
     out.append(body)
     return b"".join(out)

@@ -17,7 +17,7 @@ import re
 import httptools
 
 from ..core.errors import ErrorCode
-from .events import Data, EndOfMessage, Event, Headers, RequestHead, ResponseHead, Upgraded
+from .events import END, Data, EndOfMessage, Event, Headers, RequestHead, ResponseHead, Upgraded
 
 __all__ = ["LAST_CHUNK", "ProtocolError", "RequestReader", "ResponseReader", "encode_chunk"]
 
@@ -49,27 +49,32 @@ def valid_request_id(value: bytes) -> bool:
 
 
 class RequestReader:
-    """Parses requests arriving from a downstream client."""
+    """Parses requests arriving from a downstream client.
+
+    The callbacks run once per header per request: they do the least they can
+    (measured: each Python call costs ~0.3 µs here, the whole hop has ~10 µs).
+    """
 
     def __init__(self, max_header_bytes: int = 64 * 1024) -> None:
         self._parser = httptools.HttpRequestParser(self)
         self._max = max_header_bytes
-        self._events: list[Event] = []
-        self._headers: Headers | None = None
+        self._events: list[Event | ProtocolError] = []
+        self._headers: Headers | None = None  # a list while a head is being read
         self._trailers: Headers | None = None
         self._url = b""
-        self._head_size = 0
-        self._in_head = False
+        self._pending = 0  # bytes fed while a head was incomplete, before this feed
+        self._fed = 0  # length of the current feed
 
     @property
     def in_head(self) -> bool:
         """True while a request head has begun and is not complete (for header timeouts)."""
-        return self._in_head
+        return self._headers is not None
 
     def feed(self, data: bytes) -> list[Event | ProtocolError]:
         """Events for `data`; a `ProtocolError` comes last when the input turned bad."""
         events: list[Event | ProtocolError] = []
-        self._events = events  # type: ignore[assignment]
+        self._events = events
+        self._fed = len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as up:
@@ -82,47 +87,51 @@ class RequestReader:
         except httptools.HttpParserError as exc:
             events.append(ProtocolError(ErrorCode.BAD_REQUEST, f"malformed request: {exc}"))
             return events
-        if self._in_head:
-            # Bytes of a head still incomplete: bound them before llhttp buffers more.
-            self._head_size += len(data)
-            if self._head_size > self._max:
+        if self._headers is not None:
+            # A head still incomplete: bound it before llhttp buffers more of it.
+            self._pending += len(data)
+            if self._pending > self._max:
                 events.append(ProtocolError(ErrorCode.HEADERS_TOO_LARGE,
                                             f"request head larger than {self._max} bytes"))
         return events
 
     # llhttp callbacks -------------------------------------------------------------
     def on_message_begin(self) -> None:
-        self._in_head = True
         self._headers = []
         self._trailers = None
         self._url = b""
-        self._head_size = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._headers is not None:
-            self._headers.append((name.lower(), value))
-        else:
+        headers = self._headers
+        if headers is None:  # after the head: a trailer
             if self._trailers is None:
                 self._trailers = []
-            self._trailers.append((name.lower(), value))
+            headers = self._trailers
+        headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         headers = self._headers
         assert headers is not None
         self._headers = None
-        self._in_head = False
+        url = self._url
+        # A head within one feed no larger than the limit is within the limit: the
+        # exact size is needed only when the bytes around it could exceed it.
+        if self._pending + self._fed > self._max:
+            size = len(url) + sum(len(k) + len(v) + 4 for k, v in headers)
+            if size > self._max:
+                raise ProtocolError(ErrorCode.HEADERS_TOO_LARGE,
+                                    f"request head larger than {self._max} bytes")
+        self._pending = 0
         p = self._parser
-        size = len(self._url) + sum(len(k) + len(v) + 4 for k, v in headers)
-        if size > self._max:
-            raise ProtocolError(ErrorCode.HEADERS_TOO_LARGE,
-                                f"request head larger than {self._max} bytes")
-        head = RequestHead(p.get_method(), self._url, p.get_http_version().encode(), headers,
-                           p.should_keep_alive(), p.should_upgrade())
+        head = RequestHead(p.get_method(), url, p.get_http_version(), headers,
+                           p.should_keep_alive())
         hosts = 0
         for k, v in headers:
+            if k not in _REQUEST_FRAMING:
+                continue
             if k == b"host":
                 hosts += 1
                 head.authority = v.lower()
@@ -130,18 +139,18 @@ class RequestReader:
                 head.content_length = int(v)  # llhttp has checked it is one decimal number
             elif k == b"transfer-encoding":
                 head.chunked = True  # llhttp refuses a request whose last coding is not chunked
-            elif k == b"expect":
-                head.expect_continue = v.lower() == b"100-continue"
-            elif k == b"x-request-id" and valid_request_id(v):
-                head.request_id = v
+            elif k == b"x-request-id":
+                if valid_request_id(v):
+                    head.request_id = v
             elif k == b"connection":
                 head.connection = _join_tokens(head.connection, v)
+            elif k == b"upgrade":
+                head.upgrade = p.should_upgrade()
         if hosts > 1:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "more than one Host header")
-        target = self._url
-        if target[:1] != b"/":
-            _absolute_form(head, target)
-        elif hosts == 0 and head.version == b"1.1":
+        if url[:1] != b"/":
+            _absolute_form(head, url)
+        elif hosts == 0 and head.version == "1.1":
             raise ProtocolError(ErrorCode.BAD_REQUEST, "HTTP/1.1 request without Host")
         if head.chunked:
             head.content_length = None
@@ -151,7 +160,13 @@ class RequestReader:
         self._events.append(Data(body))
 
     def on_message_complete(self) -> None:
-        self._events.append(EndOfMessage(self._trailers))
+        trailers = self._trailers
+        self._events.append(END if trailers is None else EndOfMessage(trailers))
+
+
+_REQUEST_FRAMING = frozenset((b"host", b"content-length", b"transfer-encoding", b"x-request-id",
+                              b"connection", b"upgrade"))
+_RESPONSE_FRAMING = frozenset((b"content-length", b"transfer-encoding", b"connection"))
 
 
 def _join_tokens(seen: bytes | None, value: bytes) -> bytes:
@@ -176,15 +191,32 @@ def _absolute_form(head: RequestHead, target: bytes) -> None:
     head.headers.append((b"host", authority))
 
 
+# The response fields the proxy must act on; all others pass through untouched.
+_RESPONSE_SPECIAL = re.compile(
+    rb"\r\n(content-length|transfer-encoding|connection|keep-alive|proxy-connection|te|trailer"
+    rb"|upgrade|proxy-authenticate|proxy-authorization|x-request-id)[ \t]*:[ \t]*([^\r\n]*)",
+    re.IGNORECASE)
+MAX_RESPONSE_HEAD = 256 * 1024
+
+
 class ResponseReader:
-    """Parses responses arriving from an upstream server, one request at a time."""
+    """Parses responses arriving from an upstream server, one request at a time.
+
+    llhttp validates every byte, but no callback runs per header: the head is cut
+    from the input as raw bytes and one regex finds the few fields the proxy acts
+    on (framing, hop-by-hop, request id). A response begins where the previous
+    one's feed ended (one request is in flight per connection), or right after an
+    interim 1xx head. HTTP/1.1 trailers are validated and not forwarded (as Envoy
+    does unless told otherwise).
+    """
 
     def __init__(self) -> None:
         self._parser = httptools.HttpResponseParser(self)
         self._events: list[Event] = []
-        self._headers: Headers | None = None
-        self._trailers: Headers | None = None
-        self._reason = b""
+        self._buf = b""  # this feed's bytes, after any head carried over from the last one
+        self._start: int | None = 0  # where the current head begins in _buf; None: no message due
+        self._in_head = False
+        self._partial: bytes | None = None  # a head not yet complete at the end of a feed
         self._no_body = False  # the pending request was HEAD
         self._interim = False  # inside a 1xx response that is not 101
         self.until_close = False  # the body runs until the connection closes
@@ -194,12 +226,22 @@ class ResponseReader:
         self._no_body = method == b"HEAD"
 
     def feed(self, data: bytes) -> list[Event]:
-        events = self._events = []
+        events: list[Event] = []
+        self._events = events
+        partial = self._partial
+        if partial is not None:
+            self._partial = None
+            self._buf = partial + data
+        else:
+            self._buf = data
+        self._start = 0
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as up:
             events.append(Upgraded(data[up.args[0]:]))
         except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, ProtocolError):
+                raise exc.__context__ from None
             if not isinstance(exc.__context__, _HeadDone):
                 raise
             # llhttp cannot be told that a HEAD response has no body: start afresh.
@@ -208,56 +250,69 @@ class ResponseReader:
         except httptools.HttpParserError as exc:
             raise ProtocolError(ErrorCode.UPSTREAM_PROTOCOL_ERROR,
                                 f"malformed response from upstream: {exc}") from None
+        if self._in_head:
+            rest = self._buf[self._start or 0:]
+            if len(rest) > MAX_RESPONSE_HEAD:
+                raise ProtocolError(ErrorCode.UPSTREAM_PROTOCOL_ERROR,
+                                    f"response head larger than {MAX_RESPONSE_HEAD} bytes")
+            self._partial = rest
         return events
 
     def eof(self) -> list[Event]:
         """The upstream closed: that ends a body delimited by the connection closing."""
         if self.until_close:
             self.until_close = False
-            return [EndOfMessage()]
+            return [END]
         return []
 
     # llhttp callbacks -------------------------------------------------------------
     def on_message_begin(self) -> None:
-        self._headers = []
-        self._trailers = None
-        self._reason = b""
-
-    def on_status(self, reason: bytes) -> None:
-        self._reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self._headers is not None:
-            self._headers.append((name.lower(), value))
-        else:
-            if self._trailers is None:
-                self._trailers = []
-            self._trailers.append((name.lower(), value))
+        if self._start is None:
+            raise ProtocolError(ErrorCode.UPSTREAM_PROTOCOL_ERROR,
+                                "upstream sent a response nobody asked for")
+        self._in_head = True
 
     def on_headers_complete(self) -> None:
-        headers = self._headers
-        assert headers is not None
-        self._headers = None
+        self._in_head = False
+        buf = self._buf
+        start = self._start or 0
+        end = buf.find(b"\r\n\r\n", start) + 4
+        raw = buf[start:end]
+        self._start = end
         p = self._parser
         status = p.get_status_code()
-        head = ResponseHead(status, self._reason, p.get_http_version().encode(), headers,
-                            p.should_keep_alive(), p.should_upgrade())
-        for k, v in headers:
-            if k == b"content-length":
-                head.content_length = int(v)
-            elif k == b"transfer-encoding":
-                head.chunked = v.rstrip().lower().endswith(b"chunked")
-            elif k == b"connection":
-                head.connection = _join_tokens(head.connection, v)
+        head = ResponseHead(status, p.should_keep_alive(), raw)
+        cuts = None
+        for m in _RESPONSE_SPECIAL.finditer(raw):
+            name = m.group(1).lower()
+            if name == b"content-length":
+                head.content_length = int(m.group(2))  # llhttp has checked it
+                continue
+            if name == b"x-request-id":
+                head.has_request_id = True
+                continue
+            if name == b"transfer-encoding":
+                head.chunked = m.group(2).rstrip().lower().endswith(b"chunked")
+            elif name == b"connection":
+                head.connection = _join_tokens(head.connection, m.group(2))
+            if cuts is None:
+                cuts = []
+            cuts.append(m.span())
+        head.cuts = cuts
         if head.chunked:
             head.content_length = None
-        self._interim = 100 <= status < 200 and status != 101
-        self._events.append(head)
-        if self._no_body and not self._interim:
-            self._events.append(EndOfMessage())
+        events = self._events
+        events.append(head)
+        if status < 200:
+            if status == 101:
+                head.upgrade = p.should_upgrade()
+            else:
+                self._interim = True
+                return
+        if self._no_body:
+            events.append(END)
             raise _HeadDone()
-        if (head.content_length is None and not head.chunked and not self._interim
-                and status not in (101, 204, 304)):
+        if head.content_length is None and not head.chunked and status not in (101, 204, 304):
             self.until_close = True
             head.keep_alive = False
 
@@ -268,5 +323,6 @@ class ResponseReader:
         if self._interim:
             self._interim = False  # the final response follows on the same connection
             return
+        self._start = None  # nothing more until the next request
         self.until_close = False
-        self._events.append(EndOfMessage(self._trailers))
+        self._events.append(END)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections import deque
+from time import monotonic
 from typing import TYPE_CHECKING
 
 from ..core.errors import ErrorCode, envelope
@@ -33,11 +34,6 @@ if TYPE_CHECKING:
 IDLE, HEADER, RESPONSE, BODY = range(4)
 # Reasons to stop reading from the client (a bit each).
 UPSTREAM_CONNECTING, UPSTREAM_FULL, BACKLOG_FULL, CLIENT_FULL = 1, 2, 4, 8
-_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 408: b"Request Timeout",
-            405: b"Method Not Allowed", 431: b"Request Header Fields Too Large",
-            502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout"}
-
-
 def _without_last_request(events: list[Event | ProtocolError]) -> list[Event | ProtocolError]:
     """A batch ending in an error: the request it belongs to never reaches the upstream."""
     for i in range(len(events) - 1, -1, -1):
@@ -80,7 +76,7 @@ class DownstreamConnection(asyncio.Protocol):
         if sock is not None and sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.timer = HEADER
-        self.deadline = self.loop.time() + self.listener.state.limits.header_timeout
+        self.deadline = monotonic() + self.listener.state.limits.header_timeout
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
@@ -112,7 +108,7 @@ class DownstreamConnection(asyncio.Protocol):
             self.block_reading(BACKLOG_FULL)
         if self.exchange is None and self.timer == IDLE and self.reader.in_head:
             self.timer = HEADER  # a head has begun: it must now finish in time
-            self.deadline = self.loop.time() + self.listener.state.limits.header_timeout
+            self.deadline = monotonic() + self.listener.state.limits.header_timeout
         if self.wbuf:
             self.flush()
 
@@ -159,7 +155,7 @@ class DownstreamConnection(asyncio.Protocol):
             self._upgrade_requested(ev.rest)  # type: ignore[union-attr]
 
     def _begin(self, head: RequestHead) -> None:
-        now = self.loop.time()
+        now = monotonic()
         ex = Exchange(self, head, head.request_id or new_request_id(), now)
         ex.request_done = not (head.chunked or head.content_length)
         self.exchange = ex
@@ -236,7 +232,7 @@ class DownstreamConnection(asyncio.Protocol):
         chunked = False
         if not body_allowed(status, ex.head.method) or head.content_length is not None:
             pass
-        elif ex.head.version == b"1.1":
+        elif ex.head.version == "1.1":
             chunked = True
         else:
             keep = False  # HTTP/1.0 client: the body ends when we close
@@ -245,7 +241,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.wbuf.append(response_head(head, request_id=ex.request_id, keep_alive=keep,
                                        chunked=chunked))
         self.timer = BODY
-        self.deadline = self.loop.time() + self.listener.state.limits.idle_timeout
+        self.deadline = monotonic() + self.listener.state.limits.idle_timeout
 
     def response_data(self, ex: Exchange, data: bytes) -> None:
         if ex is not self.exchange:
@@ -324,8 +320,8 @@ class DownstreamConnection(asyncio.Protocol):
         ex.keep_alive = keep
         service = ex.route.cluster.name if ex.route is not None else self.listener.state.service
         body = envelope(code, message, ex.request_id.decode(), service)
-        self.wbuf.append(simple_response(code.status, _REASONS.get(code.status, b"Error"), body,
-                                         request_id=ex.request_id, keep_alive=keep))
+        self.wbuf.append(simple_response(code.status, body, request_id=ex.request_id,
+                                         keep_alive=keep))
         self._finish(ex)
 
     def _reject(self, err: ProtocolError) -> None:
@@ -334,8 +330,8 @@ class DownstreamConnection(asyncio.Protocol):
         self.block_reading(BACKLOG_FULL)
         ex = self.exchange
         if ex is None:
-            head = RequestHead(b"-", b"", b"1.1", [], False, False)
-            ex = self.exchange = Exchange(self, head, new_request_id(), self.loop.time())
+            head = RequestHead(b"-", b"", "1.1", [], False)
+            ex = self.exchange = Exchange(self, head, new_request_id(), monotonic())
             ex.stats = self.listener.state.stats
             ex.request_done = True
         ex.keep_alive = False
@@ -344,7 +340,7 @@ class DownstreamConnection(asyncio.Protocol):
 
     # finishing -------------------------------------------------------------------
     def _observe(self, ex: Exchange) -> None:
-        ex.stats.observe(ex.status, self.loop.time() - ex.start)
+        ex.stats.observe(ex.status, monotonic() - ex.start)
 
     def _finish(self, ex: Exchange) -> None:
         self._observe(ex)
@@ -353,7 +349,7 @@ class DownstreamConnection(asyncio.Protocol):
             self.close_after_flush()
             return
         self.timer = IDLE
-        self.deadline = self.loop.time() + self.listener.state.limits.idle_timeout
+        self.deadline = monotonic() + self.listener.state.limits.idle_timeout
         if self.backlog:
             self._resume_backlog()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from time import monotonic
 from typing import Any
 
 from ..config.model import Limits
@@ -73,7 +74,7 @@ class Listener:
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
-            now = self.loop.time()
+            now = monotonic()
             for conn in [c for c in self.connections if c.deadline and c.deadline < now]:
                 try:
                     conn.expired(now)
@@ -91,12 +92,12 @@ class Listener:
                 conn.exchange.keep_alive = False
         # Idle keep-alive clients get a moment: one that is sending right now gets its
         # answer (with `Connection: close`) instead of a reset.
-        grace_end = min(deadline, self.loop.time() + grace)
-        while self.connections and self.loop.time() < grace_end:
+        grace_end = min(deadline, monotonic() + grace)
+        while self.connections and monotonic() < grace_end:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.drain()
-        while self.connections and self.loop.time() < deadline:
+        while self.connections and monotonic() < deadline:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.abort()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from time import monotonic
 from typing import TYPE_CHECKING
 
 from ..config.model import Upstream
@@ -87,7 +88,7 @@ class Pool:
         if len(self.idle) >= self.settings.max_idle_per_endpoint:
             conn.close()
             return
-        conn.idle_since = self.loop.time()
+        conn.idle_since = monotonic()
         self.idle.append(conn)
 
     def lost(self, conn: UpstreamConnection) -> None:

@@ -47,6 +47,17 @@ def test_response_head_framing_and_connection() -> None:
     assert isinstance(resp, ResponseHead)
     out = lines(response_head(resp, request_id=b"mine", keep_alive=False, chunked=True))
     assert out[0] == b"HTTP/1.1 200 OK"
-    assert b"connection: keep-alive" not in out
+    assert b"Connection: keep-alive" not in out  # hop-by-hop: cut from the received head
+    assert b"Content-Type: text/plain" in out  # the rest passes as it came
     assert b"connection: close" in out and b"transfer-encoding: chunked" in out
-    assert b"x-request-id: up" in out and b"x-request-id: mine" not in out
+    assert b"X-Request-Id: up" in out and b"x-request-id: mine" not in out
+
+
+def test_response_head_from_http10_and_connection_named_fields() -> None:
+    resp = ResponseReader().feed(b"HTTP/1.0 404 Nope\r\nConnection: X-Hop\r\nX-Hop: 1\r\n"
+                                 b"Content-Length: 0\r\n\r\n")[0]
+    assert isinstance(resp, ResponseHead)
+    out = lines(response_head(resp, request_id=b"r", keep_alive=True, chunked=False))
+    assert out[0] == b"HTTP/1.1 404 Not Found"
+    assert not any(line.lower().startswith((b"x-hop", b"connection")) for line in out)
+    assert b"content-length: 0" in out and b"x-request-id: r" in out

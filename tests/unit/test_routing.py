@@ -41,7 +41,7 @@ def test_host_of() -> None:
 
 
 def head(authority: bytes, target: bytes = b"/") -> RequestHead:
-    h = RequestHead(b"GET", target, b"1.1", [(b"host", authority)], True, False)
+    h = RequestHead(b"GET", target, "1.1", [(b"host", authority)], True)
     h.authority = authority
     return h
 
