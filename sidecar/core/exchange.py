@@ -8,10 +8,9 @@ from ..protocol.events import RequestHead
 
 
 class Exchange:
-    __slots__ = ("cluster", "downstream", "endpoint", "forwarded", "head", "keep_alive",
-                 "pending", "request_done", "request_id", "response_chunked",
-                 "response_started", "retried", "route", "start", "stats", "status",
-                 "timeout", "upstream")
+    __slots__ = ("downstream", "endpoint", "forwarded", "head", "keep_alive", "pending",
+                 "request_done", "request_id", "response_chunked", "response_started",
+                 "retried", "route", "start", "stats", "status", "upstream")
 
     def __init__(self, downstream: Any, head: RequestHead, request_id: bytes,
                  start: float) -> None:
@@ -20,15 +19,14 @@ class Exchange:
         self.request_id = request_id
         self.start = start
         self.route: Any = None  # the matched route entry
-        self.cluster: Any = None
         self.endpoint: Any = None
         self.stats: Any = None  # where the outcome is counted
         self.upstream: Any = None  # the upstream connection, once attached
         self.forwarded = b""  # the head as sent upstream
         self.pending: list[bytes] | None = None  # body bytes waiting for the upstream
-        self.timeout = 0.0
         self.keep_alive = head.keep_alive
-        self.request_done = False
+        # A request without a body is whole once its head is read.
+        self.request_done = not (head.chunked or head.content_length)
         self.response_started = False
         self.response_chunked = False
         self.retried = False

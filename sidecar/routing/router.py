@@ -43,8 +43,13 @@ class Router:
         self.entries = entries
         self._implicit = implicit
         self._by_host: dict[bytes, RouteEntry | None] = {}
+        # One route for everything (the inbound side): no need to look at the request.
+        only = entries[0] if len(entries) == 1 and implicit is None else None
+        self._only = only if only is not None and only.host is None and only.prefix == b"/" else None
 
     def route(self, head: RequestHead) -> RouteEntry | None:
+        if self._only is not None:
+            return self._only
         host = host_of(head.authority)
         target = head.target
         for entry in self.entries:

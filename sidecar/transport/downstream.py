@@ -98,13 +98,20 @@ class DownstreamConnection(asyncio.Protocol):
                 backlog.append(ev)
                 continue
             t = type(ev)
-            if t is RequestHead or t is ProtocolError:
-                ex = self.exchange
-                if ex is not None and (t is RequestHead or ex.request_done):
+            if t is RequestHead:
+                if self.exchange is None:
+                    self._begin(ev)  # type: ignore[arg-type]
+                else:
                     backlog.append(ev)  # pipelined: waits its turn
-                    continue
-            self._dispatch(ev)
-        if len(backlog) > self.listener.state.limits.max_pipelined * 3:
+            elif t is EndOfMessage:
+                ex = self.exchange
+                if ex is not None and not ex.request_done:
+                    self._request_end(ev.trailers)  # type: ignore[union-attr]
+            elif t is ProtocolError and self.exchange is not None and self.exchange.request_done:
+                backlog.append(ev)  # it belongs to a later request: answered in its turn
+            else:
+                self._dispatch(ev)
+        if backlog and len(backlog) > self.listener.state.limits.max_pipelined * 3:
             self.block_reading(BACKLOG_FULL)
         if self.exchange is None and self.timer == IDLE and self.reader.in_head:
             self.timer = HEADER  # a head has begun: it must now finish in time
@@ -157,14 +164,14 @@ class DownstreamConnection(asyncio.Protocol):
     def _begin(self, head: RequestHead) -> None:
         now = monotonic()
         ex = Exchange(self, head, head.request_id or new_request_id(), now)
-        ex.request_done = not (head.chunked or head.content_length)
         self.exchange = ex
-        state = self.listener.state
-        ex.stats = state.stats
-        if self.listener.draining:
+        listener = self.listener
+        state = listener.state
+        if listener.draining:
             ex.keep_alive = False
         entry = state.router.route(head)
         if entry is None:
+            ex.stats = state.stats
             self.respond_error(ex, ErrorCode.NO_ROUTE,
                                f"no route for host {head.authority.decode(errors='replace')!r}")
             return
@@ -343,13 +350,14 @@ class DownstreamConnection(asyncio.Protocol):
         ex.stats.observe(ex.status, monotonic() - ex.start)
 
     def _finish(self, ex: Exchange) -> None:
-        self._observe(ex)
+        now = monotonic()
+        ex.stats.observe(ex.status, now - ex.start)
         self.exchange = None
         if not ex.keep_alive or self.closed:
             self.close_after_flush()
             return
         self.timer = IDLE
-        self.deadline = monotonic() + self.listener.state.limits.idle_timeout
+        self.deadline = now + self.listener.state.limits.idle_timeout
         if self.backlog:
             self._resume_backlog()
 
