@@ -19,7 +19,10 @@ HOP_BY_HOP = frozenset((
 VIA = b"1.1 sidecar"
 
 
+# Connection options that name no field; and fields that `Connection` may never remove,
+# since the message's framing and target depend on them (a request smuggling vector).
 _CONNECTION_OPTIONS = frozenset((b"close", b"keep-alive", b"upgrade", b""))
+_NEVER_DROPPED = frozenset((b"content-length", b"host"))
 _REASONS = {100: b"Continue", 101: b"Switching Protocols", 103: b"Early Hints", 200: b"OK",
             201: b"Created", 202: b"Accepted", 204: b"No Content", 206: b"Partial Content",
             301: b"Moved Permanently", 302: b"Found", 303: b"See Other", 304: b"Not Modified",
@@ -49,7 +52,7 @@ def _dropped(connection: bytes | None) -> frozenset[bytes]:
     """Hop-by-hop fields, and any the `Connection` header names (RFC 9110 §7.6.1)."""
     if connection is None or connection in _CONNECTION_OPTIONS:
         return HOP_BY_HOP
-    named = {t.strip() for t in connection.split(b",")} - _CONNECTION_OPTIONS
+    named = {t.strip() for t in connection.split(b",")} - _CONNECTION_OPTIONS - _NEVER_DROPPED
     return HOP_BY_HOP | named if named else HOP_BY_HOP
 
 

@@ -134,6 +134,8 @@ class RequestReader:
                 continue
             if k == b"host":
                 hosts += 1
+                if _AUTHORITY.fullmatch(v) is None:
+                    raise ProtocolError(ErrorCode.BAD_REQUEST, "invalid Host header")
                 head.authority = v.lower()
             elif k == b"content-length":
                 head.content_length = int(v)  # llhttp has checked it is one decimal number
@@ -164,6 +166,8 @@ class RequestReader:
         self._events.append(END if trailers is None else EndOfMessage(trailers))
 
 
+# RFC 3986 authority without userinfo: reg-name or IPv4, or an IP literal, then a port.
+_AUTHORITY = re.compile(rb"(?:[A-Za-z0-9._~!$&'()*+,;=%-]*|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
 _REQUEST_FRAMING = frozenset((b"host", b"content-length", b"transfer-encoding", b"x-request-id",
                               b"connection", b"upgrade"))
 _RESPONSE_FRAMING = frozenset((b"content-length", b"transfer-encoding", b"connection"))
@@ -182,7 +186,7 @@ def _absolute_form(head: RequestHead, target: bytes) -> None:
     if not sep or scheme.lower() not in (b"http", b"https"):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "request target is not origin or absolute form")
     authority, slash, path = rest.partition(b"/")
-    if not authority or b"@" in authority:
+    if not authority or _AUTHORITY.fullmatch(authority) is None:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "absolute-form target without a valid host")
     # RFC 9112 §3.2.2: the target's authority wins over any Host header.
     head.authority = authority.lower()
