@@ -1,0 +1,1 @@
+"""Integration tests of the HTTP/1.1 data plane: real sockets, real servers, the real sidecar."""
