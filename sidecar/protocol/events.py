@@ -1,8 +1,8 @@
-"""The HTTP vocabulary shared by every codec (HTTP/1.1 now, HTTP/2 later).
+"""The message heads every codec produces (HTTP/1.1 now, HTTP/2 later).
 
-Codecs turn bytes into these events and these events into bytes; everything above
-them (routing, policy, the proxy shells) speaks only this vocabulary. Header names
-are lower-case bytes (as HTTP/2 requires, and as Envoy forwards HTTP/1 by default).
+Codecs report a message as head, data, end (see the sinks in `h1.py`); everything
+above them (routing, policy, the proxy shells) sees only these heads and bytes.
+Header names in `headers` are lower-case bytes (as HTTP/2 requires).
 """
 
 from __future__ import annotations
@@ -83,32 +83,3 @@ def parse_header_lines(raw: bytes) -> Headers:
         name, _, value = line.partition(b":")
         out.append((name.strip().lower(), value.strip()))
     return out
-
-
-class Data:
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-
-class EndOfMessage:
-    __slots__ = ("trailers",)
-
-    def __init__(self, trailers: Headers | None = None) -> None:
-        self.trailers = trailers
-
-
-END = EndOfMessage()  # the end of a message without trailers, shared: nothing mutates it
-
-
-class Upgraded:
-    """The message before it asked to switch protocols; `rest` is the first tunnel bytes."""
-
-    __slots__ = ("rest",)
-
-    def __init__(self, rest: bytes) -> None:
-        self.rest = rest
-
-
-Event = RequestHead | ResponseHead | Data | EndOfMessage | Upgraded

@@ -3,10 +3,12 @@
 - `running_sidecar(config)`: a sidecar in the current event loop (ports may be 0).
 - `SidecarProcess(config, workdir)`: `sidecar run` as a child process, for signals.
 - `free_port()`: a TCP port free on 127.0.0.1 right now.
+- `Recorder`: a sink that records what an HTTP codec reports, for sans-IO tests.
 """
 
 from .inprocess import RunningSidecar, running_sidecar
 from .ports import free_port
 from .process import SidecarProcess
+from .recorder import Recorder
 
-__all__ = ["RunningSidecar", "SidecarProcess", "free_port", "running_sidecar"]
+__all__ = ["Recorder", "RunningSidecar", "SidecarProcess", "free_port", "running_sidecar"]

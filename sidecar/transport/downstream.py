@@ -1,11 +1,13 @@
 """The server side of the proxy: one client connection, HTTP/1.1.
 
-How this works: bytes from the client go through the sans-IO `RequestReader`; each
-request head opens an `Exchange`, is routed (the listener's current `state`),
-balanced to an endpoint and handed to that endpoint's pool, which writes it on a
-keep-alive upstream connection. Response events come back through `response_*`,
-are framed for this client and written once per batch (`flush`). One exchange is in
-flight per connection; pipelined requests wait in `backlog`, in order.
+How this works: bytes from the client go through the sans-IO `RequestReader`, which
+calls back `request_*` (this class is its sink). Each request head opens an
+`Exchange`, is routed (the listener's current `state`) and balanced to an endpoint;
+when the bytes just read turn out well formed it is handed to that endpoint's pool,
+which writes it on a keep-alive upstream connection. The upstream's `ResponseReader`
+calls back `response_*` here too; responses are framed for this client and written
+once per batch (`flush`). One exchange is in flight per connection; pipelined
+requests wait in `backlog`, in order.
 
 Nothing here starts a task or a timer per request: timeouts are deadlines that the
 listener's sweeper checks, and only connecting to an upstream runs a coroutine.
@@ -17,12 +19,12 @@ import asyncio
 import socket
 from collections import deque
 from time import monotonic
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ErrorCode, envelope
 from ..core.exchange import Exchange
 from ..core.request_id import new_request_id
-from ..protocol.events import Data, EndOfMessage, Event, Headers, RequestHead, ResponseHead
+from ..protocol.events import Headers, RequestHead, ResponseHead
 from ..protocol.forwarding import body_allowed, request_head, response_head, simple_response
 from ..protocol.h1 import LAST_CHUNK, ProtocolError, RequestReader, encode_chunk
 
@@ -34,15 +36,8 @@ if TYPE_CHECKING:
 IDLE, HEADER, RESPONSE, BODY = range(4)
 # Reasons to stop reading from the client (a bit each).
 UPSTREAM_CONNECTING, UPSTREAM_FULL, BACKLOG_FULL, CLIENT_FULL = 1, 2, 4, 8
-def _without_last_request(events: list[Event | ProtocolError]) -> list[Event | ProtocolError]:
-    """A batch ending in an error: the request it belongs to never reaches the upstream."""
-    for i in range(len(events) - 1, -1, -1):
-        t = type(events[i])
-        if t is RequestHead:
-            return [*events[:i], events[-1]]
-        if t is EndOfMessage:
-            break
-    return events
+# What waits in the backlog: (kind, payload) of a request read ahead of its turn.
+HEAD, DATA, END, UPGRADE, ERROR = range(5)
 
 
 class DownstreamConnection(asyncio.Protocol):
@@ -50,9 +45,10 @@ class DownstreamConnection(asyncio.Protocol):
         self.listener = listener
         self.loop = listener.loop
         self.transport: asyncio.Transport | None = None
-        self.reader = RequestReader(listener.state.limits.max_header_bytes)
+        self.reader = RequestReader(self, listener.state.limits.max_header_bytes)
         self.exchange: Exchange | None = None
-        self.backlog: deque[Event | ProtocolError] = deque()
+        self.to_send: Exchange | None = None  # begun in this read; sent once it proves sound
+        self.backlog: deque[tuple[int, Any]] = deque()
         self.wbuf: list[bytes] = []
         self.client_ip = b"unknown"
         self.deadline = 0.0
@@ -89,30 +85,9 @@ class DownstreamConnection(asyncio.Protocol):
         if self.failed:
             return
         self.activity += 1
-        events = self.reader.feed(data)
-        if type(events[-1]) is ProtocolError if events else False:
-            events = _without_last_request(events)
-        backlog = self.backlog
-        for ev in events:
-            if backlog:
-                backlog.append(ev)
-                continue
-            t = type(ev)
-            if t is RequestHead:
-                if self.exchange is None:
-                    self._begin(ev)  # type: ignore[arg-type]
-                else:
-                    backlog.append(ev)  # pipelined: waits its turn
-            elif t is EndOfMessage:
-                ex = self.exchange
-                if ex is not None and not ex.request_done:
-                    self._request_end(ev.trailers)  # type: ignore[union-attr]
-            elif t is ProtocolError and self.exchange is not None and self.exchange.request_done:
-                backlog.append(ev)  # it belongs to a later request: answered in its turn
-            else:
-                self._dispatch(ev)
-        if backlog and len(backlog) > self.listener.state.limits.max_pipelined * 3:
-            self.block_reading(BACKLOG_FULL)
+        self.reader.feed(data)  # calls request_* below
+        if self.to_send is not None:
+            self._send()
         if self.exchange is None and self.timer == IDLE and self.reader.in_head:
             self.timer = HEADER  # a head has begun: it must now finish in time
             self.deadline = monotonic() + self.listener.state.limits.header_timeout
@@ -147,19 +122,42 @@ class DownstreamConnection(asyncio.Protocol):
         if up is not None:
             up.resume_reading()
 
-    # requests from the client --------------------------------------------------
-    def _dispatch(self, ev: Event | ProtocolError) -> None:
-        t = type(ev)
-        if t is RequestHead:
-            self._begin(ev)  # type: ignore[arg-type]
-        elif t is Data:
-            self._request_data(ev.data)  # type: ignore[union-attr]
-        elif t is EndOfMessage:
-            self._request_end(ev.trailers)  # type: ignore[union-attr]
-        elif t is ProtocolError:
-            self._reject(ev)  # type: ignore[arg-type]
+    # requests from the client (the RequestReader's sink) -----------------------------
+    def request_head(self, head: RequestHead) -> None:
+        if self.backlog or self.exchange is not None:
+            self._queue(HEAD, head)  # pipelined: waits its turn
         else:
-            self._upgrade_requested(ev.rest)  # type: ignore[union-attr]
+            self._begin(head)
+
+    def request_data(self, data: bytes) -> None:
+        if self.backlog:
+            self.backlog.append((DATA, data))
+        else:
+            self._request_data(data)
+
+    def request_end(self, trailers: Headers | None) -> None:
+        if self.backlog:
+            self.backlog.append((END, trailers))
+        else:
+            self._request_end(trailers)
+
+    def request_upgrade(self, rest: bytes) -> None:
+        if self.backlog:
+            self.backlog.append((UPGRADE, rest))
+        else:
+            self._upgrade_requested(rest)
+
+    def request_error(self, error: ProtocolError) -> None:
+        ex = self.exchange
+        if self.backlog or (ex is not None and ex.request_done):
+            self._queue(ERROR, error)  # it belongs to a later request: answered in its turn
+        else:
+            self._reject(error)  # this request's own: it never reaches the upstream
+
+    def _queue(self, kind: int, item: Any) -> None:
+        self.backlog.append((kind, item))
+        if len(self.backlog) > self.listener.state.limits.max_pipelined:
+            self.block_reading(BACKLOG_FULL)
 
     def _begin(self, head: RequestHead) -> None:
         now = monotonic()
@@ -188,7 +186,14 @@ class DownstreamConnection(asyncio.Protocol):
         ex.pending = []
         self.timer = RESPONSE
         self.deadline = now + entry.timeout
-        endpoint.pool.send(ex)
+        self.to_send = ex
+
+    def _send(self) -> None:
+        ex = self.to_send
+        self.to_send = None
+        if ex is self.exchange and ex is not None and ex.pending is not None \
+                and ex.upstream is None:
+            ex.endpoint.pool.send(ex)
 
     def _request_data(self, data: bytes) -> None:
         ex = self.exchange
@@ -207,7 +212,7 @@ class DownstreamConnection(asyncio.Protocol):
     def _request_end(self, trailers: Headers | None) -> None:
         ex = self.exchange
         if ex is None or ex.request_done:
-            return
+            return  # bodiless requests are whole at their head
         ex.request_done = True
         if ex.head.chunked:
             end = LAST_CHUNK if not trailers else b"0\r\n" + b"".join(
@@ -225,14 +230,17 @@ class DownstreamConnection(asyncio.Protocol):
             self.transport.close()  # type: ignore[union-attr]
 
     # responses from the upstream -----------------------------------------------
-    def response_head(self, ex: Exchange, head: ResponseHead) -> None:
-        if ex is not self.exchange:
-            return
+    # the response (the upstream ResponseReader's sink) -------------------------------
+    def response_head(self, head: ResponseHead) -> None:
+        ex = self.exchange
+        assert ex is not None, "an upstream feeds only the exchange it serves"
         status = head.status
         if status < 200 and status != 101:  # interim (100 Continue, 103): relay as is
             self.wbuf.append(response_head(head, request_id=ex.request_id, keep_alive=True,
                                            chunked=False))
             return
+        if not head.keep_alive and ex.upstream is not None:
+            ex.upstream.reusable = False
         ex.response_started = True
         ex.status = status
         keep = ex.keep_alive and ex.request_done and not (ex.head.upgrade and status != 101)
@@ -250,21 +258,28 @@ class DownstreamConnection(asyncio.Protocol):
         self.timer = BODY
         self.deadline = monotonic() + self.listener.state.limits.idle_timeout
 
-    def response_data(self, ex: Exchange, data: bytes) -> None:
-        if ex is not self.exchange:
-            return
+    def response_data(self, data: bytes) -> None:
         self.activity += 1
-        self.wbuf.append(encode_chunk(data) if ex.response_chunked else data)
+        self.wbuf.append(encode_chunk(data) if self.exchange.response_chunked  # type: ignore[union-attr]
+                         else data)
 
-    def response_end(self, ex: Exchange, trailers: Headers | None) -> None:
-        if ex is not self.exchange:
-            return
+    def response_end(self) -> None:
+        ex = self.exchange
+        assert ex is not None, "an upstream feeds only the exchange it serves"
         if ex.response_chunked:
-            self.wbuf.append(LAST_CHUNK if not trailers else b"0\r\n" + b"".join(
-                b"%b: %b\r\n" % kv for kv in trailers) + b"\r\n")
+            self.wbuf.append(LAST_CHUNK)
+        if ex.upstream is not None:
+            ex.upstream.finish(ex.request_done)
         if not ex.request_done:
             ex.keep_alive = False  # the rest of the request body will never be read
         self._finish(ex)
+
+    def response_upgrade(self, rest: bytes) -> None:
+        ex = self.exchange
+        assert ex is not None and ex.upstream is not None
+        up = ex.upstream
+        up.become_tunnel(self)
+        self.start_tunnel(ex, up, rest)
 
     def start_tunnel(self, ex: Exchange, up: UpstreamConnection, rest: bytes) -> None:
         """The upstream switched protocols: from now on, bytes pass through untouched."""
@@ -280,6 +295,10 @@ class DownstreamConnection(asyncio.Protocol):
         self.exchange = None
         self.timer = IDLE
         self.deadline = 0.0  # a tunnel has no idle limit of ours; the endpoints' own apply
+
+    def tunnel_write(self, data: bytes) -> None:
+        if not self.closed:
+            self.transport.write(data)  # type: ignore[union-attr]
 
     def tunnel_closed(self) -> None:
         self.flush()
@@ -364,10 +383,22 @@ class DownstreamConnection(asyncio.Protocol):
     def _resume_backlog(self) -> None:
         backlog = self.backlog
         while backlog and not self.closed:
-            t = type(backlog[0])
-            if (t is RequestHead or t is ProtocolError) and self.exchange is not None:
+            kind, item = backlog[0]
+            if kind in (HEAD, ERROR) and self.exchange is not None:
                 break
-            self._dispatch(backlog.popleft())
+            backlog.popleft()
+            if kind == HEAD:
+                self._begin(item)
+            elif kind == DATA:
+                self._request_data(item)
+            elif kind == END:
+                self._request_end(item)
+            elif kind == UPGRADE:
+                self._upgrade_requested(item)
+            else:
+                self._reject(item)
+            if self.to_send is not None:
+                self._send()
         if len(backlog) <= self.listener.state.limits.max_pipelined:
             self.unblock_reading(BACKLOG_FULL)
 

@@ -1,23 +1,24 @@
 """The client side of a proxied exchange: one keep-alive connection to one endpoint.
 
 An `UpstreamConnection` serves one exchange at a time. It writes the request the
-downstream hands it, parses the response with the sans-IO reader and passes every
-event to the downstream connection, which frames it for the client. Back-pressure
-crosses over: a full upstream write buffer pauses reading from the client, and the
-client's full buffer pauses reading from here.
+downstream hands it and parses the response with the sans-IO reader, whose sink is
+the downstream connection itself: each part of the response goes straight to the
+code that frames it for the client. Back-pressure crosses over: a full upstream
+write buffer pauses reading from the client, and the client's full buffer pauses
+reading from here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..protocol.events import Data, EndOfMessage, ResponseHead, Upgraded
 from ..protocol.h1 import ProtocolError, ResponseReader
 
 if TYPE_CHECKING:
     from ..core.exchange import Exchange
+    from .downstream import DownstreamConnection
     from .pool import Pool
 
 
@@ -27,7 +28,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.reader = ResponseReader()
         self.exchange: Exchange | None = None
-        self.tunnel: Any = None  # the downstream connection once switched to raw bytes
+        self.tunnel: DownstreamConnection | None = None  # once switched to raw bytes
         self.reused = False  # served an exchange before: a stale close may be retried
         self.got_response = False
         self.reusable = True
@@ -47,7 +48,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange = ex
         ex.upstream = self
         self.got_response = False
-        self.reader.expect(ex.head.method)
+        reader = self.reader
+        reader.sink = ex.downstream
+        reader.expect(ex.head.method)
         pending = ex.pending
         if pending:
             ex.pending = None
@@ -65,49 +68,43 @@ class UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         tunnel = self.tunnel
         if tunnel is not None:
-            tunnel.transport.write(data)
+            tunnel.tunnel_write(data)
             return
         ex = self.exchange
         if ex is None:  # nothing was asked: an upstream talking out of turn is not reused
             self.abort()
             return
         self.got_response = True
+        ds = ex.downstream
         try:
-            events = self.reader.feed(data)
+            self.reader.feed(data)
         except ProtocolError as err:
             self.cancel()
-            ex.downstream.upstream_failed(ex, err.code, err.message)
+            ds.upstream_failed(ex, err.code, err.message)
             return
-        ds = ex.downstream
-        for ev in events:
-            t = type(ev)
-            if t is Data:
-                ds.response_data(ex, ev.data)  # type: ignore[union-attr]
-            elif t is ResponseHead:
-                if not ev.keep_alive:  # type: ignore[union-attr]
-                    self.reusable = False
-                ds.response_head(ex, ev)
-            elif t is EndOfMessage:
-                self.exchange = None
-                ex.upstream = None
-                self.pool.release(self, ex.request_done)
-                ds.response_end(ex, ev.trailers)  # type: ignore[union-attr]
-            elif t is Upgraded:
-                self._detach()  # a tunnel belongs to its client now, not to the pool
-                self.tunnel = ds
-                ds.start_tunnel(ex, self, ev.rest)  # type: ignore[union-attr]
         ds.flush()
+
+    def finish(self, clean: bool) -> None:
+        """The response ended; `clean` when the whole request was sent too."""
+        ex = self.exchange
+        if ex is not None:
+            self.exchange = None
+            ex.upstream = None
+        self.pool.release(self, clean)
+
+    def become_tunnel(self, peer: DownstreamConnection) -> None:
+        """After a 101: raw bytes from now on; the connection leaves the pool."""
+        self._detach()
+        self.tunnel = peer
 
     def eof_received(self) -> bool:
         ex = self.exchange
-        if ex is not None and self.tunnel is None:
-            for ev in self.reader.eof():  # a body delimited by the close ends here
-                self.exchange = None
-                ex.upstream = None
-                self.reusable = False
-                self.pool.release(self, False)
-                ex.downstream.response_end(ex, ev.trailers)  # type: ignore[union-attr]
-                ex.downstream.flush()
+        if ex is not None and self.tunnel is None and self.reader.eof():
+            # A body delimited by the close ends here.
+            self.reusable = False
+            ds = ex.downstream
+            ds.response_end()
+            ds.flush()
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -5,11 +5,24 @@ from __future__ import annotations
 from sidecar.protocol.events import RequestHead, ResponseHead
 from sidecar.protocol.forwarding import request_head, response_head
 from sidecar.protocol.h1 import RequestReader, ResponseReader
+from sidecar.testing import Recorder
 
 
 def parse_request(raw: bytes) -> RequestHead:
-    head = RequestReader().feed(raw)[0]
+    rec = Recorder()
+    RequestReader(rec).feed(raw)
+    head = rec.first("head")
     assert isinstance(head, RequestHead)
+    return head
+
+
+def parse_response(raw: bytes) -> ResponseHead:
+    rec = Recorder()
+    reader = ResponseReader(rec)
+    reader.expect(b"GET")
+    reader.feed(raw)
+    head = rec.first("head")
+    assert isinstance(head, ResponseHead)
     return head
 
 
@@ -42,9 +55,8 @@ def test_host_rewrite_and_chunked_reframing() -> None:
 
 
 def test_response_head_framing_and_connection() -> None:
-    resp = ResponseReader().feed(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\n"
-                                 b"Content-Type: text/plain\r\nX-Request-Id: up\r\n\r\n")[0]
-    assert isinstance(resp, ResponseHead)
+    resp = parse_response(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\n"
+                          b"Content-Type: text/plain\r\nX-Request-Id: up\r\n\r\n")
     out = lines(response_head(resp, request_id=b"mine", keep_alive=False, chunked=True))
     assert out[0] == b"HTTP/1.1 200 OK"
     assert b"Connection: keep-alive" not in out  # hop-by-hop: cut from the received head
@@ -54,9 +66,8 @@ def test_response_head_framing_and_connection() -> None:
 
 
 def test_response_head_from_http10_and_connection_named_fields() -> None:
-    resp = ResponseReader().feed(b"HTTP/1.0 404 Nope\r\nConnection: X-Hop\r\nX-Hop: 1\r\n"
-                                 b"Content-Length: 0\r\n\r\n")[0]
-    assert isinstance(resp, ResponseHead)
+    resp = parse_response(b"HTTP/1.0 404 Nope\r\nConnection: X-Hop\r\nX-Hop: 1\r\n"
+                          b"Content-Length: 0\r\n\r\n")
     out = lines(response_head(resp, request_id=b"r", keep_alive=True, chunked=False))
     assert out[0] == b"HTTP/1.1 404 Not Found"
     assert not any(line.lower().startswith((b"x-hop", b"connection")) for line in out)

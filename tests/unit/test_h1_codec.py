@@ -1,43 +1,54 @@
-"""The HTTP/1.1 codec without sockets: bytes in, events out."""
+"""The HTTP/1.1 codec without sockets: bytes in, calls on a recording sink out."""
 
 from __future__ import annotations
 
 import pytest
 
 from sidecar.core.errors import ErrorCode
-from sidecar.protocol.events import Data, EndOfMessage, RequestHead, ResponseHead, Upgraded
+from sidecar.protocol.events import RequestHead, ResponseHead
 from sidecar.protocol.h1 import ProtocolError, RequestReader, ResponseReader, valid_request_id
+from sidecar.testing import Recorder
 
 
-def kinds(events: list[object]) -> list[str]:
-    return [type(e).__name__ for e in events]
+def requests(*chunks: bytes, limit: int = 64 * 1024) -> Recorder:
+    rec = Recorder()
+    reader = RequestReader(rec, limit)
+    for chunk in chunks:
+        reader.feed(chunk)
+    return rec
+
+
+def responses(*chunks: bytes, method: bytes = b"GET") -> Recorder:
+    rec = Recorder()
+    reader = ResponseReader(rec)
+    reader.expect(method)
+    for chunk in chunks:
+        reader.feed(chunk)
+    return rec
 
 
 def test_pipelined_requests_come_out_in_order_with_bodies_and_trailers() -> None:
-    events = RequestReader().feed(
-        b"GET /a?x=1 HTTP/1.1\r\nHost: Portfolio:80\r\nX-Request-Id: abc\r\n\r\n"
-        b"POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-        b"5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n")
-    assert kinds(events) == ["RequestHead", "EndOfMessage", "RequestHead", "Data", "EndOfMessage"]
-    first, second = events[0], events[2]
-    assert isinstance(first, RequestHead) and isinstance(second, RequestHead)
+    rec = requests(b"GET /a?x=1 HTTP/1.1\r\nHost: Portfolio:80\r\nX-Request-Id: abc\r\n\r\n"
+                   b"POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n")
+    assert rec.kinds() == ["head", "end", "head", "data", "end"]
+    first, second = rec.events[0][1], rec.events[2][1]
     assert (first.method, first.target, first.authority) == (b"GET", b"/a?x=1", b"portfolio:80")
     assert first.request_id == b"abc" and not first.has_body
     assert second.chunked and second.content_length is None
-    assert isinstance(events[3], Data) and events[3].data == b"hello"
-    assert isinstance(events[4], EndOfMessage) and events[4].trailers == [(b"x-t", b"1")]
+    assert rec.body() == b"hello"
+    assert rec.events[4] == ("end", [(b"x-t", b"1")])
 
 
-def test_bytes_split_anywhere_give_the_same_events() -> None:
+def test_bytes_split_anywhere_give_the_same_calls() -> None:
     raw = b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"
-    reader = RequestReader()
-    events = [e for i in range(len(raw)) for e in reader.feed(raw[i:i + 1])]
-    assert kinds(events) == ["RequestHead"] + ["Data"] * 5 + ["EndOfMessage"]
-    assert b"".join(e.data for e in events if isinstance(e, Data)) == b"hello"
+    rec = requests(*(raw[i:i + 1] for i in range(len(raw))))
+    assert rec.kinds() == ["head"] + ["data"] * 5 + ["end"]
+    assert rec.body() == b"hello"
 
 
 def test_absolute_form_target_names_the_authority_and_becomes_origin_form() -> None:
-    head = RequestReader().feed(b"GET http://user:8080/api?q=1 HTTP/1.1\r\nHost: other\r\n\r\n")[0]
+    head = requests(b"GET http://user:8080/api?q=1 HTTP/1.1\r\nHost: other\r\n\r\n").first("head")
     assert isinstance(head, RequestHead)
     assert head.authority == b"user:8080" and head.target == b"/api?q=1"
     assert head.headers == [(b"host", b"user:8080")]
@@ -56,67 +67,92 @@ def test_absolute_form_target_names_the_authority_and_becomes_origin_form() -> N
     (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", ErrorCode.BAD_REQUEST),
     (b"GET / HTTP/1.1\r\n\r\n", ErrorCode.BAD_REQUEST),
     (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", ErrorCode.BAD_REQUEST),
+    (b"GET / HTTP/1.1\r\nHost: port folio\r\n\r\n", ErrorCode.BAD_REQUEST),
     (b"GET ftp://x/ HTTP/1.1\r\nHost: a\r\n\r\n", ErrorCode.BAD_REQUEST),
 ])
 def test_bad_requests_end_in_a_protocol_error(raw: bytes, code: ErrorCode) -> None:
-    # A head may come out before a bad body: the shell drops a request whose error
-    # arrives in the same batch, so the upstream sees nothing of it.
-    events = RequestReader().feed(raw)
-    assert isinstance(events[-1], ProtocolError) and events[-1].code is code
+    # A head may come out before a bad body: the shell sends a request upstream only
+    # once the bytes read with it proved sound, so the upstream sees nothing of it.
+    rec = requests(raw)
+    kind, error = rec.events[-1]
+    assert kind == "error" and isinstance(error, ProtocolError) and error.code is code
 
 
-def test_events_before_the_bad_bytes_are_kept() -> None:
-    events = RequestReader().feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGARBAGE\r\n\r\n")
-    assert kinds(events) == ["RequestHead", "EndOfMessage", "ProtocolError"]
+def test_calls_before_the_bad_bytes_are_kept() -> None:
+    rec = requests(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGARBAGE\r\n\r\n")
+    assert rec.kinds() == ["head", "end", "error"]
 
 
 def test_head_larger_than_the_limit_is_refused_complete_or_not() -> None:
     big = b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"x" * 5000 + b"\r\n\r\n"
-    events = RequestReader(max_header_bytes=4096).feed(big)
-    assert isinstance(events[-1], ProtocolError)
-    assert events[-1].code is ErrorCode.HEADERS_TOO_LARGE
-    reader = RequestReader(max_header_bytes=4096)
-    reader.feed(b"GET / HTTP/1.1\r\nX-Endless: ")
-    out = [e for _ in range(5) for e in reader.feed(b"y" * 1000)]
-    assert isinstance(out[-1], ProtocolError) and out[-1].code is ErrorCode.HEADERS_TOO_LARGE
+    assert requests(big, limit=4096).events[-1][1].code is ErrorCode.HEADERS_TOO_LARGE
+    endless = requests(b"GET / HTTP/1.1\r\nX-Endless: ", *[b"y" * 1000] * 5, limit=4096)
+    assert endless.kinds() == ["error"]
+    assert endless.events[0][1].code is ErrorCode.HEADERS_TOO_LARGE
 
 
 def test_upgrade_request_hands_over_the_bytes_that_follow() -> None:
-    events = RequestReader().feed(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n"
-                                  b"Connection: Upgrade\r\n\r\nRAW")
-    assert kinds(events) == ["RequestHead", "EndOfMessage", "Upgraded"]
-    assert isinstance(events[2], Upgraded) and events[2].rest == b"RAW"
+    rec = requests(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n"
+                   b"Connection: Upgrade\r\n\r\nRAW")
+    assert rec.kinds() == ["head", "end", "upgrade"]
+    assert rec.first("head").upgrade and rec.first("upgrade") == b"RAW"
 
 
 def test_interim_then_final_response() -> None:
-    events = ResponseReader().feed(b"HTTP/1.1 100 Continue\r\n\r\n"
-                                   b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-    assert kinds(events) == ["ResponseHead", "ResponseHead", "Data", "EndOfMessage"]
-    assert [e.status for e in events if isinstance(e, ResponseHead)] == [100, 200]
+    rec = responses(b"HTTP/1.1 100 Continue\r\n\r\n"
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert rec.kinds() == ["head", "head", "data", "end"]
+    assert [v.status for k, v in rec.events if k == "head"] == [100, 200]
+
+
+def test_response_head_is_kept_raw_with_its_framing_found() -> None:
+    rec = responses(b"HTTP/1.1 200 OK\r\nServer: x\r\nCONTENT-LENGTH: 2\r\n"
+                    b"Connection: keep-alive\r\nX-Request-Id: up\r\n\r\nok")
+    head = rec.first("head")
+    assert isinstance(head, ResponseHead)
+    assert head.content_length == 2 and head.has_request_id and head.connection == b"keep-alive"
+    assert head.raw.startswith(b"HTTP/1.1 200 OK\r\n") and head.raw.endswith(b"\r\n\r\n")
+    assert head.header(b"server") == b"x"
+
+
+def test_response_head_split_across_reads() -> None:
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-A: b\r\n\r\nabc"
+    rec = responses(*(raw[i:i + 3] for i in range(0, len(raw), 3)))
+    assert rec.first("head").raw == raw[:-3] and rec.body() == b"abc"
+    assert rec.kinds()[-1] == "end"
 
 
 def test_response_to_head_has_no_body_and_the_reader_continues() -> None:
-    reader = ResponseReader()
+    rec = Recorder()
+    reader = ResponseReader(rec)
     reader.expect(b"HEAD")
-    assert kinds(reader.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")) == [
-        "ResponseHead", "EndOfMessage"]
+    reader.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+    assert rec.kinds() == ["head", "end"]
     reader.expect(b"GET")
-    events = reader.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
-    assert kinds(events) == ["ResponseHead", "Data", "EndOfMessage"]
+    reader.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+    assert rec.kinds() == ["head", "end", "head", "data", "end"]
+
+
+def test_switching_protocols_hands_over_the_tunnel_bytes() -> None:
+    rec = responses(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\n\r\nWS")
+    assert rec.kinds() == ["head", "upgrade"] and rec.first("upgrade") == b"WS"
 
 
 def test_body_until_close_ends_at_eof() -> None:
-    reader = ResponseReader()
-    events = reader.feed(b"HTTP/1.0 200 OK\r\n\r\nbody")
-    head = events[0]
-    assert isinstance(head, ResponseHead) and not head.keep_alive
-    assert kinds(reader.eof()) == ["EndOfMessage"]
+    rec = Recorder()
+    reader = ResponseReader(rec)
+    reader.expect(b"GET")
+    reader.feed(b"HTTP/1.0 200 OK\r\n\r\nbody")
+    assert not rec.first("head").keep_alive and reader.eof()
 
 
-def test_garbage_response_is_an_upstream_protocol_error() -> None:
+def test_garbage_and_unsolicited_responses_are_upstream_protocol_errors() -> None:
     with pytest.raises(ProtocolError) as err:
-        ResponseReader().feed(b"garbage garbage\r\n\r\n")
+        responses(b"garbage garbage\r\n\r\n")
     assert err.value.code is ErrorCode.UPSTREAM_PROTOCOL_ERROR
+    with pytest.raises(ProtocolError, match="nobody asked"):
+        responses(b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n")
 
 
 @pytest.mark.parametrize("value, ok", [(b"abc-123", True), (b"a b", False), (b"x" * 201, False),
