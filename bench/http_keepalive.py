@@ -14,6 +14,7 @@ See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import http.client
 import os
 import platform
@@ -194,11 +195,14 @@ def _run(args: argparse.Namespace, sup: Supervisor, workdir: Path) -> dict[str, 
     )
     outcomes: dict[str, Outcome] = {}
     for round_no in range(1, args.rounds + 1):
+        here = workdir / f"round-{round_no}"
+        here.mkdir()
+        this_round = dataclasses.replace(launch, workdir=here)
         for name in args.only:
             if args.rounds > 1:
                 _progress(name, f"round {round_no} of {args.rounds}")
             with sup.scope():  # this target's processes end before the next one starts
-                out = _measure(launch, name, args, expected)
+                out = _measure(this_round, name, args, expected)
             outcomes[name] = _better(outcomes.get(name), out)
     return outcomes
 
