@@ -18,10 +18,11 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .wire import header_lines
+
 __all__ = ["RawClient", "Response", "build_request", "connect_refused_or_closed"]
 
 STATUS_LINE = re.compile(rb"HTTP/(\d)\.(\d) (\d{3}) ?([^\r\n]*)")
-TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 DEFAULT_TIMEOUT = 5.0
 
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
@@ -148,14 +149,7 @@ class RawClient:
         m = STATUS_LINE.fullmatch(lines[0])
         if not m:
             raise AssertionError(f"bad status line from the sidecar: {lines[0]!r}")
-        headers = []
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or not TOKEN.fullmatch(name):
-                raise AssertionError(f"bad header line from the sidecar: {line!r}")
-            if any((c < 0x20 and c != 0x09) or c == 0x7F for c in value):
-                raise AssertionError(f"control character in a response header: {line!r}")
-            headers.append((name.decode("latin-1"), value.strip(b" \t").decode("latin-1")))
+        headers = header_lines(lines[1:], AssertionError, "sidecar")
         resp = Response(f"{m.group(1).decode()}.{m.group(2).decode()}", int(m.group(3)),
                         m.group(4).decode("latin-1"), headers, raw)
         te = resp.header("transfer-encoding")

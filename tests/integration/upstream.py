@@ -23,6 +23,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from .wire import header_lines
+
 __all__ = [
     "AiohttpUpstream",
     "Handler",
@@ -39,7 +41,6 @@ __all__ = [
     "websocket_echo_app",
 ]
 
-TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP/(\d)\.(\d)")
 MAX_HEAD = 1 << 20
 
@@ -168,14 +169,7 @@ class UpstreamConn:
         m = REQUEST_LINE.fullmatch(lines[0])
         if not m:
             raise ProtocolViolation(f"bad request line from the sidecar: {lines[0]!r}")
-        headers = []
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or not TOKEN.fullmatch(name):
-                raise ProtocolViolation(f"bad header line from the sidecar: {line!r}")
-            if any((c < 0x20 and c != 0x09) or c == 0x7F for c in value):
-                raise ProtocolViolation(f"control character in a header value: {line!r}")
-            headers.append((name.decode("latin-1"), value.strip(b" \t").decode("latin-1")))
+        headers = header_lines(lines[1:], ProtocolViolation, "sidecar")
         req = UpstreamRequest(
             method=m.group(1).decode(), target=m.group(2).decode("latin-1"),
             version=f"{int(m.group(3))}.{int(m.group(4))}", headers=headers, raw_head=raw,
