@@ -227,6 +227,10 @@ _RESPONSE_SPECIAL = re.compile(
     rb"|upgrade|proxy-authenticate|proxy-authorization|x-request-id)[ \t]*:[ \t]*([^\r\n]*)",
     re.IGNORECASE)
 MAX_RESPONSE_HEAD = 256 * 1024
+# The usual spellings, so that the common case needs no lower() per field.
+_CANONICAL = {n: n.lower() for n in (b"Content-Length", b"Connection", b"Transfer-Encoding",
+                                     b"Keep-Alive", b"X-Request-Id", b"X-Request-ID")}
+_CANONICAL.update({v: v for v in list(_CANONICAL.values())})
 
 
 class ResponseReader:
@@ -318,7 +322,7 @@ class ResponseReader:
         cuts = None
         for m in _RESPONSE_SPECIAL.finditer(raw):
             name, value = m.groups()
-            name = name.lower()
+            name = _CANONICAL.get(name) or name.lower()
             if name == b"content-length":
                 head.content_length = int(value)  # llhttp has checked it
                 continue

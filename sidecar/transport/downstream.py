@@ -256,7 +256,8 @@ class DownstreamConnection(asyncio.Protocol):
         self.wbuf.append(response_head(head, request_id=ex.request_id, keep_alive=keep,
                                        chunked=chunked))
         self.timer = BODY
-        self.deadline = monotonic() + self.listener.state.limits.idle_timeout
+        # From the request's start, not now: a clock read saved, and timeouts are coarse.
+        self.deadline = ex.start + self.listener.state.limits.idle_timeout
 
     def response_data(self, data: bytes) -> None:
         self.activity += 1

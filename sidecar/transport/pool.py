@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from time import monotonic
 from typing import TYPE_CHECKING
 
 from ..config.model import Upstream
@@ -88,7 +87,7 @@ class Pool:
         if len(self.idle) >= self.settings.max_idle_per_endpoint:
             conn.close()
             return
-        conn.idle_since = monotonic()
+        conn.idle_since = 0.0  # stamped by the next sweep: no clock read per request
         self.idle.append(conn)
 
     def lost(self, conn: UpstreamConnection) -> None:
@@ -99,6 +98,10 @@ class Pool:
     def sweep(self, now: float) -> None:
         """Close connections idle too long: the oldest are at the bottom of the stack."""
         idle = self.idle
+        for conn in reversed(idle):  # the newly idle are on top; stop at the first stamped
+            if conn.idle_since:
+                break
+            conn.idle_since = now
         limit = now - self.settings.idle_timeout
         while idle and idle[0].idle_since < limit:
             idle.pop(0).close()
