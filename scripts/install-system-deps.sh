@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the real servers and tools that the tests and bench/ run beside the sidecar: nginx, haproxy, wrk, curl (Debian 12 packages;
+# Installs the real servers and tools that the tests and bench/ run beside the sidecar: nginx, haproxy, wrk, curl, openssl (Debian 12 packages;
 # taskset comes with util-linux, which every Debian has). Idempotent: does nothing, and asks
 # apt nothing, when all are present. Quiet unless something fails. Run as root (or with sudo).
 set -euo pipefail
@@ -12,6 +12,7 @@ command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
 [ "${#missing[@]}" -eq 0 ] && exit 0
 

@@ -1,4 +1,4 @@
-"""`sidecar run | check-config | demo | version`."""
+"""`sidecar run | check-config | demo | ca ... | version`."""
 
 from __future__ import annotations
 
@@ -29,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     from .demo.options import add_arguments
     add_arguments(demo)
 
+    ca = sub.add_parser("ca", help="the mesh's certificate authority (init, issue, revoke, ...)")
+    # identity.cli imports only argparse up front: `sidecar run` must not load cryptography.
+    from .identity.cli import add_arguments as add_ca_arguments
+    add_ca_arguments(ca)
+
     sub.add_parser("version", help="print the version")
 
     args = parser.parse_args(argv)
@@ -37,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "check-config":
         return check_config(args.file)
+    if args.command == "ca":
+        from .identity.cli import run as ca_main
+        return ca_main(args)
     if args.command == "demo":
         from .demo.runner import main as demo_main
         return demo_main(args)
