@@ -19,6 +19,7 @@ demo: $(STAMP)
 # Everything the tests need: the Python deps and the real servers they run against.
 system-deps:
 	bash scripts/install-system-deps.sh
+	bash scripts/install-consul.sh
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider

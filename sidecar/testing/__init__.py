@@ -4,6 +4,8 @@
 - `SidecarProcess(config, workdir)`: `sidecar run` as a child process, for signals.
 - `free_port()`: a TCP port free on 127.0.0.1 right now.
 - `Recorder`: a sink that records what an HTTP codec reports, for sans-IO tests.
+- `sidecar.testing.consul.ConsulAgent`: a real `consul agent -dev` on loopback ports
+  (imported from its module, not here: it is only for tests that need Consul).
 """
 
 from .inprocess import RunningSidecar, running_sidecar
