@@ -71,18 +71,28 @@ class Pool:
             return
         conn.attach(ex)
 
+    def _next_waiting(self) -> Exchange | None:
+        """The oldest queued exchange whose client is still there."""
+        while self.waiting:
+            ex = self.waiting.popleft()
+            if not ex.downstream.abandoned(ex):
+                return ex
+        return None
+
     def release(self, conn: UpstreamConnection, clean: bool) -> None:
         """`conn` finished its exchange; `clean` when the whole request was sent."""
         self.busy -= 1
         if not (clean and conn.reusable) or conn.closed or self.closed:
             conn.close()
-            if self.waiting:
-                self.connect(self.waiting.popleft())
+            waiting = self._next_waiting() if self.waiting else None
+            if waiting is not None:
+                self.connect(waiting)
             return
-        if self.waiting:
+        waiting = self._next_waiting() if self.waiting else None
+        if waiting is not None:
             self.busy += 1
             conn.reused = True
-            conn.attach(self.waiting.popleft())
+            conn.attach(waiting)
             return
         if len(self.idle) >= self.settings.max_idle_per_endpoint:
             conn.close()
