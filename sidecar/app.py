@@ -148,6 +148,8 @@ class Sidecar:
             yield names.CONNECTIONS_ACTIVE, {"listener": name}, len(listener.connections)
             yield names.CONNECTIONS_TOTAL, {"listener": name}, listener.accepted
         for cluster in [self.app_cluster, *self.clusters.values()]:
+            if not cluster.known:
+                continue  # a Host the app asked for that no source knows: no labels for it
             idle = sum(len(p.idle) for p in cluster.pools())
             busy = sum(p.busy for p in cluster.pools())
             yield names.UPSTREAM_POOL, {"service": cluster.name, "state": "idle"}, idle

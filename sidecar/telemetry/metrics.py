@@ -101,6 +101,8 @@ class _Collector:
         hist = HistogramMetricFamily(names.REQUEST_DURATION, _HELP[names.REQUEST_DURATION],
                                      labels=["direction", "service"])
         for st in self.m.all_stats():
+            if not st.codes:
+                continue  # never used (e.g. a Host nobody serves): no series for it
             for code, n in sorted(st.codes.items()):
                 reqs.add_metric([st.direction, st.service, str(code)], n)
             cumulative, acc = [], 0

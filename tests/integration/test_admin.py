@@ -85,3 +85,15 @@ async def test_unknown_admin_path_is_404(sidecar):
     sc = await sidecar(sidecar_config())
     status, _, _ = await _get(sc, "/internal/v1/nope")
     assert status == 404
+
+
+async def test_hosts_nobody_serves_create_no_series(sidecar, clients):
+    # Labels must stay bounded: an app inventing Host values must not mint series.
+    sc = await sidecar(sidecar_config(services={"portfolio": ["127.0.0.1:9"]}))
+    out = await clients.connect(sc.outbound)
+    for host in ("nowhere", "made-up-1", "made-up-2"):
+        assert (await out.get("/", host=host)).status == 404
+    _, _, text = await _get(sc, "/internal/v1/metrics")
+    for host in ("nowhere", "made-up-1", "made-up-2"):
+        assert f'service="{host}"' not in text, text
+    assert 'sidecar_discovery_endpoints{service="portfolio"} 1.0' in text
