@@ -93,6 +93,7 @@ async def test_hosts_nobody_serves_create_no_series(sidecar, clients):
     out = await clients.connect(sc.outbound)
     for host in ("nowhere", "made-up-1", "made-up-2"):
         assert (await out.get("/", host=host)).status == 404
+    assert (await out.get("/", host="portfolio")).status == 502  # known, but nobody listens
     _, _, text = await _get(sc, "/internal/v1/metrics")
     for host in ("nowhere", "made-up-1", "made-up-2"):
         assert f'service="{host}"' not in text, text
