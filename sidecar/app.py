@@ -8,6 +8,7 @@ default, by `Host` to the service of that name.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -15,9 +16,10 @@ from time import monotonic
 from typing import Any
 
 from .config import Config, ConfigError, load_file
+from .config.consul import ConsulConfig
 from .config.load import SERVICE_NAME
 from .config.model import Endpoint
-from .discovery import EndpointSet, StaticFileDiscovery
+from .discovery import Discovery, EndpointSet, StaticFileDiscovery
 from .routing.cluster import Cluster
 from .routing.router import RouteEntry, Router
 from .telemetry import names
@@ -32,13 +34,15 @@ class Sidecar:
         self.config = config
         self.loop = loop or asyncio.get_running_loop()
         self.metrics = Metrics()
-        self.discovery = StaticFileDiscovery(config.discovery.static)
+        self.discovery: Discovery = _discovery(config)
+        self.registration: Any = None  # discovery.registration.Registration, with Consul
         self.clusters: dict[str, Cluster] = {}
         self.app_cluster = Cluster(config.service.name, config.upstream, self.loop)
         self.listeners: dict[str, Listener] = {}
         self.started_at = time.time()
         self.draining = False
         self.admin: Any = None
+        self._pool_sweeper: asyncio.Task[None] | None = None
         self.metrics.gauges(self._gauges)
 
     # building -----------------------------------------------------------------------
@@ -93,7 +97,13 @@ class Sidecar:
         if self.config.listeners.admin.enabled:
             self.admin = AdminServer(self)
             await self.admin.start(self.config.listeners.admin.address)
-        self.loop.create_task(self._sweep_pools())
+        consul = self.config.discovery.consul
+        if consul is not None and consul.registration is not None:
+            # After the admin listener: Consul's health check calls it.
+            from .discovery.registration import Registration
+            self.registration = Registration(self._bound(consul))
+            await self.registration.start()
+        self._pool_sweeper = self.loop.create_task(self._sweep_pools())
 
     def reload(self) -> list[str]:
         """Re-read the config file; apply it whole or not at all. Returns the problems."""
@@ -108,11 +118,14 @@ class Sidecar:
         restart = [f"listeners.{n}: changing a listener needs a restart"
                    for n in ("inbound", "outbound", "admin")
                    if getattr(config.listeners, n) != getattr(self.config.listeners, n)]
+        if config.discovery.consul != self.config.discovery.consul:
+            restart.append("discovery.consul: changing Consul settings needs a restart")
         if restart:
             self.metrics.inc(names.CONFIG_RELOADS, result="rejected")
             return restart
         self.config = config
-        self.discovery.configure(config.discovery.static)
+        if isinstance(self.discovery, StaticFileDiscovery):
+            self.discovery.configure(config.discovery.static)
         for name, state in self._states(config).items():
             if name in self.listeners:
                 self.listeners[name].state = state  # atomic: the next request sees it
@@ -124,9 +137,16 @@ class Sidecar:
         """SIGTERM: stop accepting, finish what is in flight, close; bounded by drain_timeout."""
         self.draining = True
         deadline = monotonic() + self.config.limits.drain_timeout
+        if self.registration is not None:
+            # Out of the catalog first, so peers stop choosing us while we finish.
+            await self.registration.deregister()
         await asyncio.gather(*(lst.drain(deadline) for lst in self.listeners.values()))
 
     async def stop(self) -> None:
+        if self._pool_sweeper is not None:
+            self._pool_sweeper.cancel()
+        if self.registration is not None:
+            await self.registration.stop()
         for listener in self.listeners.values():
             await listener.close()
         if self.admin is not None:
@@ -134,6 +154,19 @@ class Sidecar:
         await self.discovery.stop()
         for cluster in [*self.clusters.values(), self.app_cluster]:
             cluster.close()
+
+    def _bound(self, consul: ConsulConfig) -> ConsulConfig:
+        """Listeners configured on port 0 are registered with the ports they got."""
+        reg = consul.registration
+        assert reg is not None
+        inbound = self.listeners.get("inbound")
+        if reg.port == 0 and inbound is not None and inbound.address is not None:
+            reg = dataclasses.replace(reg, port=inbound.address[1])
+        admin = self.admin.address if self.admin is not None else None
+        if admin is not None and ":0/" in reg.check_url:
+            reg = dataclasses.replace(reg, check_url=reg.check_url.replace(
+                ":0/", f":{admin[1]}/", 1))
+        return dataclasses.replace(consul, registration=reg)
 
     async def _sweep_pools(self) -> None:
         while True:
@@ -157,3 +190,11 @@ class Sidecar:
             yield names.DISCOVERY_ENDPOINTS, {"service": cluster.name}, len(cluster.endpoints)
             yield (names.UPSTREAM_CONNECT_ERRORS, {"service": cluster.name},
                    sum(p.connect_errors for p in cluster.pools()))
+
+
+def _discovery(config: Config) -> Discovery:
+    """Consul when configured (py-consul is imported only then), else the static source."""
+    if config.discovery.consul is not None:
+        from .discovery.consul import ConsulDiscovery
+        return ConsulDiscovery(config.discovery.consul)
+    return StaticFileDiscovery(config.discovery.static)

@@ -93,8 +93,10 @@ class AdminServer:
 
     async def config(self, request: web.Request) -> web.Response:
         sc = self.sidecar
-        return web.json_response({"config": redact(sc.config),
-                                  "discovery": sc.discovery.describe()})
+        body: dict[str, Any] = {"config": redact(sc.config), "discovery": sc.discovery.describe()}
+        if sc.registration is not None:
+            body["registration"] = sc.registration.describe()
+        return web.json_response(body)
 
     async def reload(self, request: web.Request) -> web.Response:
         problems = self.sidecar.reload()

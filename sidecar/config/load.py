@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from .consul import ConsulConfig, RegistrationConfig
 from .errors import ConfigError
 from .fields import Fields, join, parse_address
 from .model import (
@@ -48,11 +49,13 @@ def load_file(path: str | Path) -> Config:
 def load_data(data: Any, source: str | None = None, base_dir: Path | None = None) -> Config:
     problems: list[str] = []
     top = Fields(data, "", problems)
+    service = _service(top.child("service"))
+    listeners = _listeners(top.child("listeners"))
     config = Config(
-        service=_service(top.child("service")),
-        listeners=_listeners(top.child("listeners")),
+        service=service,
+        listeners=listeners,
         app=App(top.child("app").address("address", App().address)),
-        discovery=_discovery(top.child("discovery"), base_dir),
+        discovery=_discovery(top.child("discovery"), base_dir, service, listeners),
         routes=_routes(top, problems),
         limits=_limits(top.child("limits")),
         upstream=_upstream(top.child("upstream")),
@@ -155,7 +158,9 @@ def parse_services(raw: dict[str, Any], path: str,
     return tuple(sorted(out))
 
 
-def _discovery(f: Fields, base_dir: Path | None) -> Discovery:
+def _discovery(f: Fields, base_dir: Path | None, service: ServiceIdentity,
+               listeners: Listeners) -> Discovery:
+    consul = _consul(f.child("consul"), service, listeners) if f.has("consul") else None
     s = f.child("static")
     file = s.optional_string("file")
     if file is not None and base_dir is not None and not Path(file).is_absolute():
@@ -167,7 +172,64 @@ def _discovery(f: Fields, base_dir: Path | None) -> Discovery:
     )
     s.finish()
     f.finish()
-    return Discovery(static=static)
+    return Discovery(static=static, consul=consul)
+
+
+def _consul(f: Fields, service: ServiceIdentity, listeners: Listeners) -> ConsulConfig:
+    d = ConsulConfig()
+    register = f.data.get("registration")
+    registration = None
+    f.seen.add("registration")
+    if register is True or isinstance(register, dict):
+        sub = Fields(register if isinstance(register, dict) else {},
+                     join(f.path, "registration"), f.problems)
+        registration = _registration(sub, service, listeners)
+    elif register not in (None, False):
+        f.problem("registration", "must be true, false or a mapping")
+    out = ConsulConfig(
+        address=f.string("address", d.address),
+        token=f.optional_string("token"),
+        datacenter=f.optional_string("datacenter"),
+        wait=f.duration("wait", d.wait),
+        backoff_base=f.duration("backoff_base", d.backoff_base),
+        backoff_cap=f.duration("backoff_cap", d.backoff_cap),
+        registration=registration,
+    )
+    f.finish()
+    f.problems.extend(out.problems(f.path))
+    return out
+
+
+def _registration(f: Fields, service: ServiceIdentity, listeners: Listeners) -> RegistrationConfig:
+    """The local service as peers reach it: through this sidecar's inbound listener,
+    checked on its admin health; every field can be overridden."""
+    host, port = listeners.inbound.address
+    admin_host, admin_port = listeners.admin.address
+    if admin_host in ("0.0.0.0", "::", ""):
+        admin_host = "127.0.0.1"
+    no_tags: tuple[str, ...] = ()
+    no_meta: tuple[tuple[str, str], ...] = ()
+    meta = f.value("meta", no_meta, _str_pairs, "a mapping of strings")
+    if service.version and "version" not in dict(meta):
+        meta = (*meta, ("version", service.version))
+    d = RegistrationConfig(name=service.name)
+    out = RegistrationConfig(
+        name=f.string("name", service.name, SERVICE_NAME, "a service name (a DNS label)"),
+        id=f.optional_string("id") or f"{service.name}-{port}",
+        address=f.optional_string("address") or (None if host in ("0.0.0.0", "::") else host),
+        port=f.integer("port", port, minimum=1, maximum=65535),
+        tags=f.value("tags", no_tags, _str_tuple, "a list of strings"),
+        meta=tuple(sorted(meta)),
+        weight=f.integer("weight", d.weight, minimum=1),
+        check_url=f.string("check_url", f"http://{admin_host}:{admin_port}/internal/v1/health"),
+        check_interval=f.duration("check_interval", d.check_interval),
+        check_timeout=f.duration("check_timeout", d.check_timeout),
+        deregister_critical_after=f.duration("deregister_critical_after",
+                                             d.deregister_critical_after),
+        resync_interval=f.duration("resync_interval", d.resync_interval),
+    )
+    f.finish()
+    return out
 
 
 def _routes(top: Fields, problems: list[str]) -> tuple[Route, ...]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .consul import ConsulConfig
+
 Address = tuple[str, int]
 
 
@@ -67,6 +69,8 @@ class StaticDiscovery:
 @dataclass(frozen=True, slots=True)
 class Discovery:
     static: StaticDiscovery = StaticDiscovery()
+    # When set, endpoints come from Consul (and the static entries are not used).
+    consul: ConsulConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,7 +103,7 @@ def test_config_problems_and_token_kept_out_of_repr() -> None:
     assert cfg.problems() == []
     assert "s3cret" not in repr(cfg)
     bad = ConsulConfig(address="ftp://x", wait=0.5, registration=RegistrationConfig(
-        name="", port=0, check_url="nope", check_timeout=20, deregister_critical_after=5))
+        name="", port=70000, check_url="nope", check_timeout=20, deregister_critical_after=5))
     problems = bad.problems()
     for path in ("address", "wait", "registration.name", "registration.port",
                  "registration.check_url", "registration.check_timeout",
