@@ -29,6 +29,7 @@ from .model import (
 __all__ = ["load_data", "load_file", "parse_endpoints"]
 
 # A service name is a DNS label: it becomes a Host header, a SPIFFE path segment, a metric label.
+_BALANCERS = re.compile("least_request|round_robin|ring_hash|random")
 SERVICE_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 HOST = re.compile(r"[a-z0-9*]([a-z0-9.-]{0,251}[a-z0-9])?")
 
@@ -283,6 +284,8 @@ def _upstream(f: Fields) -> Upstream:
                                                d.max_connections_per_endpoint, minimum=1),
         max_idle_per_endpoint=f.integer("max_idle_per_endpoint", d.max_idle_per_endpoint),
         idle_timeout=f.duration("idle_timeout", d.idle_timeout),
+        balancer=f.string("balancer", d.balancer, _BALANCERS,
+                          "one of least_request, round_robin, ring_hash, random"),
     )
     f.finish()
     return out

@@ -106,6 +106,8 @@ class Upstream:
     max_connections_per_endpoint: int = 1024
     max_idle_per_endpoint: int = 128
     idle_timeout: float = 30.0  # pooled connections unused this long are closed
+    # least_request (P2C over peak EWMA latency times in-flight), round_robin, ring_hash, random
+    balancer: str = "least_request"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,20 @@
-"""A cluster: the endpoints of one service, their connection pools and a balancer."""
+"""A cluster: the endpoints of one service, their connection pools and a balancer.
+
+`pick()` answers a handle whose `endpoint` serves the request; the exchange ends it
+with `done(latency, ok)` (or `cancel()`), which is how least-request balancing learns
+latencies and in-flight counts. A one-endpoint cluster (the local app, most often)
+skips the balancer: its handle is shared and its `done` does nothing.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import random
+from time import monotonic
+from typing import Any
 
-from ..balance import RoundRobin
-from ..config.model import Endpoint, Upstream
+from ..balance import Balancer, make_balancer
+from ..config.model import Address, Endpoint, Upstream
 from ..discovery.base import EndpointSet
 from ..transport.pool import Pool
 
@@ -21,22 +30,52 @@ class UpstreamEndpoint:
     def weight(self) -> int:
         return self.endpoint.weight
 
+    @property
+    def address(self) -> Address:
+        return self.endpoint.address
+
     def __repr__(self) -> str:
         return f"UpstreamEndpoint({self.endpoint})"
 
 
+class _Sole:
+    """The handle of a one-endpoint cluster: nothing to learn, nothing to choose."""
+
+    __slots__ = ("endpoint",)
+
+    def __init__(self, endpoint: UpstreamEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def done(self, latency_s: float, ok: bool = True) -> None:
+        pass
+
+    def cancel(self) -> None:
+        pass
+
+
 class Cluster:
-    def __init__(self, name: str, settings: Upstream, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, name: str, settings: Upstream, loop: asyncio.AbstractEventLoop,
+                 rng: random.Random | None = None) -> None:
         self.name = name
         self.settings = settings
         self.loop = loop
         self.known = False
         self.endpoints: tuple[UpstreamEndpoint, ...] = ()
-        self._balancer: RoundRobin[UpstreamEndpoint] = RoundRobin(())
-        self.pick = self._balancer.pick
+        self._rng = rng or random.Random()
+        self._balancer: Balancer[UpstreamEndpoint] | None = None  # None: 0 or 1 endpoint
+        self._learned: Balancer[UpstreamEndpoint] | None = None  # the last one built
+        self._sole: _Sole | None = None
+
+    def pick(self, exclude: UpstreamEndpoint | None = None) -> Any:
+        """A handle (`.endpoint`, `.done(latency, ok)`, `.cancel()`), or None if empty."""
+        sole = self._sole
+        if sole is not None:
+            return sole if exclude is None or exclude is not sole.endpoint else None
+        balancer = self._balancer
+        return None if balancer is None else balancer.pick(exclude=exclude)
 
     def update(self, endpoint_set: EndpointSet) -> None:
-        """New endpoints from discovery: keep the pools of those that stay."""
+        """New endpoints from discovery: keep the pools (and learned loads) of those that stay."""
         self.known = endpoint_set.known
         by_address = {ue.endpoint.address: ue for ue in self.endpoints}
         fresh: list[UpstreamEndpoint] = []
@@ -47,8 +86,14 @@ class Cluster:
         for gone in by_address.values():
             gone.pool.close()  # idle connections now; busy ones when their exchange ends
         self.endpoints = tuple(fresh)
-        self._balancer = RoundRobin(self.endpoints)
-        self.pick = self._balancer.pick
+        self._sole = _Sole(fresh[0]) if len(fresh) == 1 else None
+        if len(fresh) > 1:
+            # `previous`: loads learned for addresses that stay carry over.
+            self._learned = make_balancer(self.settings.balancer, fresh, rng=self._rng,
+                                          clock=monotonic, previous=self._learned)
+            self._balancer = self._learned
+        else:
+            self._balancer = None
 
     def pools(self) -> list[Pool]:
         return [ue.pool for ue in self.endpoints]

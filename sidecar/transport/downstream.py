@@ -107,8 +107,11 @@ class DownstreamConnection(asyncio.Protocol):
         self.backlog.clear()
         if self.tunnel is not None:
             self.tunnel.abort()
-        if ex is not None and ex.upstream is not None:
-            ex.upstream.cancel()
+        if ex is not None:
+            if ex.pick is not None:
+                ex.pick.cancel()  # says nothing about the endpoint: the client left
+            if ex.upstream is not None:
+                ex.upstream.cancel()
 
     def pause_writing(self) -> None:
         ex = self.exchange
@@ -175,12 +178,13 @@ class DownstreamConnection(asyncio.Protocol):
             return
         ex.route = entry
         ex.stats = entry.stats
-        endpoint = entry.cluster.pick()
-        if endpoint is None:
+        pick = entry.cluster.pick()
+        if pick is None:
             self.respond_error(ex, ErrorCode.NO_HEALTHY_ENDPOINTS,
                                f"service {entry.cluster.name!r} has no healthy endpoints")
             return
-        ex.endpoint = endpoint
+        ex.pick = pick
+        ex.endpoint = pick.endpoint
         ex.forwarded = request_head(head, client_ip=self.client_ip, proto=state.proto,
                                     request_id=ex.request_id, host=entry.host_rewrite)
         ex.pending = []
@@ -293,6 +297,8 @@ class DownstreamConnection(asyncio.Protocol):
             up.write(b"".join(pending))
         self.unblock_reading(UPSTREAM_CONNECTING)
         self._observe(ex)
+        if ex.pick is not None:
+            ex.pick.done(monotonic() - ex.start, True)
         self.exchange = None
         self.timer = IDLE
         self.deadline = 0.0  # a tunnel has no idle limit of ours; the endpoints' own apply
@@ -310,8 +316,26 @@ class DownstreamConnection(asyncio.Protocol):
     def upstream_failed(self, ex: Exchange, code: ErrorCode, message: str) -> None:
         if ex is not self.exchange:
             return
+        if code is ErrorCode.UPSTREAM_CONNECT_FAILED and self._try_elsewhere(ex):
+            return
         self.respond_error(ex, code, message)
         self.flush()
+
+    def _try_elsewhere(self, ex: Exchange) -> bool:
+        """A connect failure sent nothing, so any request may go to another endpoint, once
+        (the rest of retries, with budgets and back-off, is the outbound stack's work)."""
+        if ex.retried or ex.route is None or ex.pending is None:
+            return False
+        failed = ex.endpoint
+        pick = ex.route.cluster.pick(exclude=failed)
+        if pick is None or pick.endpoint is failed:
+            return False
+        ex.pick.done(monotonic() - ex.start, False)
+        ex.retried = True
+        ex.pick = pick
+        ex.endpoint = pick.endpoint
+        pick.endpoint.pool.send(ex)
+        return True
 
     def upstream_lost(self, ex: Exchange, retryable: bool) -> None:
         """The upstream connection closed while serving `ex`."""
@@ -372,6 +396,8 @@ class DownstreamConnection(asyncio.Protocol):
     def _finish(self, ex: Exchange) -> None:
         now = monotonic()
         ex.stats.observe(ex.status, now - ex.start)
+        if ex.pick is not None:
+            ex.pick.done(now - ex.start, ex.status < 500)
         self.exchange = None
         if not ex.keep_alive or self.closed:
             self.close_after_flush()
