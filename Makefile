@@ -20,7 +20,6 @@ demo: $(STAMP)
 system-deps:
 	bash scripts/install-system-deps.sh
 	bash scripts/install-consul.sh
-	bash scripts/install-prometheus-tools.sh
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the real servers and tools that the tests and bench/ run beside the sidecar: nginx, haproxy, wrk, curl, openssl (Debian 12 packages;
+# Installs the real servers and tools that the tests and bench/ run beside the sidecar: nginx, haproxy, wrk, curl, openssl, promtool (Debian 12 packages;
 # taskset comes with util-linux, which every Debian has). Idempotent: does nothing, and asks
 # apt nothing, when all are present. Quiet unless something fails. Run as root (or with sudo).
 set -euo pipefail
@@ -13,6 +13,9 @@ command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# promtool (deploy/ rules tests) comes with the prometheus package; only the binary is
+# wanted: a systemd machine may also start prometheus.service (`systemctl disable --now`).
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
 [ "${#missing[@]}" -eq 0 ] && exit 0
 
@@ -21,7 +24,7 @@ if [ "$(id -u)" -eq 0 ]; then
 elif command -v sudo >/dev/null 2>&1; then
     as_root=(sudo)
 else
-    echo "install-bench-deps: need root to install: ${missing[*]}" >&2
+    echo "install-system-deps: need root to install: ${missing[*]}" >&2
     exit 1
 fi
 
@@ -30,7 +33,7 @@ trap 'rm -f "$log"' EXIT
 run() {
     # Keep apt's chatter unless it fails.
     if ! "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive "$@" >>"$log" 2>&1; then
-        echo "install-bench-deps: failed: $*" >&2
+        echo "install-system-deps: failed: $*" >&2
         cat "$log" >&2
         exit 1
     fi
@@ -50,9 +53,9 @@ done
 
 run apt-get install -y -q --no-install-recommends "${packages[@]}"
 
-for tool in nginx haproxy wrk taskset; do
+for tool in nginx haproxy wrk taskset curl openssl promtool; do
     if ! command -v "$tool" >/dev/null 2>&1; then
-        echo "install-bench-deps: $tool still missing after installing ${packages[*]}" >&2
+        echo "install-system-deps: $tool still missing after installing ${packages[*]}" >&2
         cat "$log" >&2
         exit 1
     fi

@@ -319,3 +319,25 @@ class ConsulAgent:
         await self.stop()
         if et is None:
             self.cleanup()  # on failure the log stays in self.workdir for a look
+
+
+class TcpTarget:
+    """A loopback port for a Consul TCP check; stopped, it refuses (the check fails)."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> TcpTarget:
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+
+        self.server = await asyncio.start_server(accept, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from sidecar.testing.consul import ConsulAgent, ConsulNotFound, find_consul
+from sidecar.testing.consul import ConsulAgent, ConsulNotFound, TcpTarget, find_consul
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -36,28 +36,6 @@ async def consul() -> AsyncIterator[ConsulAgent]:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session:
         yield session
-
-
-class TcpTarget:
-    """A loopback TCP port a Consul TCP check can connect to; closed, it refuses."""
-
-    def __init__(self) -> None:
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> TcpTarget:
-        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            writer.close()
-
-        self.server = await asyncio.start_server(accept, "127.0.0.1", self.port)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-            self.server = None
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from sidecar.core.watch import Watched
 from sidecar.discovery.base import EndpointSet
 from sidecar.discovery.consul import ConsulConfig, ConsulDiscovery, RegistrationConfig
 from sidecar.discovery.registration import Registration
-from sidecar.testing.consul import ConsulAgent
+from sidecar.testing.consul import ConsulAgent, TcpTarget
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -48,28 +48,6 @@ async def discovery(consul: ConsulAgent) -> AsyncIterator[ConsulDiscovery]:
         yield d
     finally:
         await d.stop()
-
-
-class TcpTarget:
-    """A loopback port for a Consul TCP check; stopped, it refuses (the check fails)."""
-
-    def __init__(self) -> None:
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> TcpTarget:
-        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            writer.close()
-
-        self.server = await asyncio.start_server(accept, "127.0.0.1", self.port)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-            self.server = None
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """deploy/prometheus/ checked by the real promtool: the rules and the sample config are
 valid, the alert unit tests pass (each alert fires on synthetic series and stays quiet just
 below its threshold), and a live sidecar's /internal/v1/metrics passes `promtool check
-metrics`. promtool comes with Debian's `prometheus` package: scripts/install-prometheus-tools.sh.
+metrics`. promtool comes with Debian's `prometheus` package: scripts/install-system-deps.sh.
 Without it these tests fail; they are never skipped."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def promtool() -> str:
     path = shutil.which("promtool")
     if path is None:
         pytest.fail("promtool not found on PATH: install it with "
-                    "`bash scripts/install-prometheus-tools.sh` (Debian's prometheus package)",
+                    "`bash scripts/install-system-deps.sh` (Debian's prometheus package)",
                     pytrace=False)
     return path
 
