@@ -196,7 +196,6 @@ class RequestReader:
 _AUTHORITY = re.compile(rb"(?:[A-Za-z0-9._~!$&'()*+,;=%-]*|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
 _REQUEST_FRAMING = frozenset((b"host", b"content-length", b"transfer-encoding", b"x-request-id",
                               b"connection", b"upgrade"))
-_RESPONSE_FRAMING = frozenset((b"content-length", b"transfer-encoding", b"connection"))
 
 
 def _join_tokens(seen: bytes | None, value: bytes) -> bytes:

@@ -296,9 +296,10 @@ class DownstreamConnection(asyncio.Protocol):
         if pending:
             up.write(b"".join(pending))
         self.unblock_reading(UPSTREAM_CONNECTING)
-        self._observe(ex)
+        elapsed = monotonic() - ex.start
+        ex.stats.observe(ex.status, elapsed)
         if ex.pick is not None:
-            ex.pick.done(monotonic() - ex.start, True)
+            ex.pick.done(elapsed, True)
         self.exchange = None
         self.timer = IDLE
         self.deadline = 0.0  # a tunnel has no idle limit of ours; the endpoints' own apply
@@ -390,9 +391,6 @@ class DownstreamConnection(asyncio.Protocol):
         self.flush()
 
     # finishing -------------------------------------------------------------------
-    def _observe(self, ex: Exchange) -> None:
-        ex.stats.observe(ex.status, monotonic() - ex.start)
-
     def _finish(self, ex: Exchange) -> None:
         now = monotonic()
         ex.stats.observe(ex.status, now - ex.start)
