@@ -14,6 +14,9 @@ class EndpointSet:
     service: str
     endpoints: tuple[Endpoint, ...] = ()
     known: bool = False  # the source has heard of this service (it may still have no endpoints)
+    # The source has answered for this service, or given up for now. Until then a request
+    # for it waits instead of being told the service does not exist.
+    settled: bool = True
 
 
 class Discovery(ABC):

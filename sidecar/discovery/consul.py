@@ -174,7 +174,7 @@ class ConsulDiscovery(Discovery):
     def watch(self, service: str) -> Watched[EndpointSet]:
         f = self._followed.get(service)
         if f is None:
-            f = self._followed[service] = _Followed(Watched(EndpointSet(service)))
+            f = self._followed[service] = _Followed(Watched(EndpointSet(service, settled=False)))
             if self._client is not None:
                 self._spawn(service, f)
         return f.watched
@@ -262,6 +262,8 @@ class ConsulDiscovery(Discovery):
         return int(raw_index), endpoints_from_health(entries)
 
     def _failed(self, service: str, f: _Followed, message: str) -> None:
+        if not f.watched.value.settled:  # never answered: requests waiting for it give up
+            f.watched.set(EndpointSet(service))
         if f.last_error is None:
             f.error_since = self._clock()
             log.warning("consul unreachable for %s, keeping the last known endpoints: %s",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
@@ -60,6 +61,8 @@ class Cluster:
         self.settings = settings
         self.loop = loop
         self.known = False
+        self.settled = True  # discovery has answered (see EndpointSet.settled)
+        self._waiting: list[Callable[[], None]] = []
         self.endpoints: tuple[UpstreamEndpoint, ...] = ()
         self._rng = rng or random.Random()
         self._balancer: Balancer[UpstreamEndpoint] | None = None  # None: 0 or 1 endpoint
@@ -74,9 +77,17 @@ class Cluster:
         balancer = self._balancer
         return None if balancer is None else balancer.pick(exclude=exclude)
 
+    def when_settled(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once discovery has answered for this cluster."""
+        if self.settled:
+            callback()
+        else:
+            self._waiting.append(callback)
+
     def update(self, endpoint_set: EndpointSet) -> None:
         """New endpoints from discovery: keep the pools (and learned loads) of those that stay."""
         self.known = endpoint_set.known
+        self.settled = endpoint_set.settled
         by_address = {ue.endpoint.address: ue for ue in self.endpoints}
         fresh: list[UpstreamEndpoint] = []
         for ep in endpoint_set.endpoints:
@@ -94,6 +105,10 @@ class Cluster:
             self._balancer = self._learned
         else:
             self._balancer = None
+        if self.settled and self._waiting:
+            waiting, self._waiting = self._waiting, []
+            for callback in waiting:
+                callback()
 
     def pools(self) -> list[Pool]:
         return [ue.pool for ue in self.endpoints]

@@ -63,6 +63,6 @@ class Router:
             implicit = self._implicit(host.decode("ascii", "replace"))
             if len(self._by_host) < 10_000:  # hosts the app may invent: bounded
                 self._by_host[host] = implicit
-        if implicit is None or not implicit.cluster.known:
+        if implicit is None or (not implicit.cluster.known and implicit.cluster.settled):
             return None
-        return implicit
+        return implicit  # possibly not settled yet: the caller waits for discovery

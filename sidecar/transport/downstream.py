@@ -178,6 +178,27 @@ class DownstreamConnection(asyncio.Protocol):
             return
         ex.route = entry
         ex.stats = entry.stats
+        self.timer = RESPONSE
+        self.deadline = now + entry.timeout
+        if not entry.cluster.settled:  # discovery's first answer is on its way: wait for it
+            ex.pending = []
+            entry.cluster.when_settled(lambda: self._settled(ex))
+            return
+        self._dispatch_to(ex)
+
+    def _settled(self, ex: Exchange) -> None:
+        if ex is not self.exchange or ex.response_started:
+            return  # the client left, or the wait timed out
+        if not ex.route.cluster.known:
+            self.respond_error(ex, ErrorCode.NO_ROUTE, f"no service {ex.route.cluster.name!r}")
+        else:
+            self._dispatch_to(ex)
+            self._send()
+        self.flush()
+
+    def _dispatch_to(self, ex: Exchange) -> None:
+        """Balance `ex` over its route's cluster; it is sent once its bytes proved sound."""
+        entry = ex.route
         pick = entry.cluster.pick()
         if pick is None:
             self.respond_error(ex, ErrorCode.NO_HEALTHY_ENDPOINTS,
@@ -185,11 +206,11 @@ class DownstreamConnection(asyncio.Protocol):
             return
         ex.pick = pick
         ex.endpoint = pick.endpoint
-        ex.forwarded = request_head(head, client_ip=self.client_ip, proto=state.proto,
+        ex.forwarded = request_head(ex.head, client_ip=self.client_ip,
+                                    proto=self.listener.state.proto,
                                     request_id=ex.request_id, host=entry.host_rewrite)
-        ex.pending = []
-        self.timer = RESPONSE
-        self.deadline = now + entry.timeout
+        if ex.pending is None:
+            ex.pending = []
         self.to_send = ex
 
     def _send(self) -> None:

@@ -90,3 +90,18 @@ def test_cluster_update_keeps_pools_of_endpoints_that_stay() -> None:
     assert [ue.endpoint.port for ue in c.endpoints] == [2, 3]
     assert c.endpoints[0].pool is pool_of_2
     assert c.pick() is not None
+
+
+def test_a_service_discovery_has_not_answered_for_yet_is_routed_to_wait() -> None:
+    c = Cluster("pending", Upstream(), LOOP)
+    c.update(EndpointSet("pending", settled=False))
+    router = Router([], implicit=lambda host: RouteEntry(host, c, None, 1.0))
+    entry = router.route(head(b"pending"))
+    assert entry is not None and not entry.cluster.settled
+    woken: list[str] = []
+    c.when_settled(lambda: woken.append("now"))
+    assert woken == []
+    c.update(EndpointSet("pending", (Endpoint("127.0.0.1", 9),), known=True))
+    assert woken == ["now"] and c.pick() is not None
+    c.update(EndpointSet("pending"))  # settled, unknown: no route any more
+    assert router.route(head(b"pending")) is None
