@@ -204,6 +204,20 @@ class ConsulAgent:
     # -- life cycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        # Free ports are picked before Consul binds them; another process may take one in
+        # between. A first start that loses that race gets fresh ports (a restart keeps its
+        # ports: its clients know them).
+        for attempt in range(3):
+            try:
+                await self._start_once()
+                return
+            except ConsulStartError as exc:
+                if self.started_in is not None or attempt == 2 \
+                        or "address already in use" not in str(exc):
+                    raise
+                self.ports = pick_ports(self.host)
+
+    async def _start_once(self) -> None:
         if self.running:
             raise RuntimeError("Consul agent already running")
         self.data_dir.mkdir(parents=True, exist_ok=True)
