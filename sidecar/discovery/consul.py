@@ -229,6 +229,8 @@ class ConsulDiscovery(Discovery):
             query_index = 0 if f.last_error is not None else f.index
             try:
                 returned, endpoints = await self._read(service, query_index)
+                # Consul answers [] for any name; only the catalog says a service exists.
+                known = bool(endpoints) or await self._registered(service)
             except CONSUL_ERRORS as exc:
                 self._failed(service, f, describe_error(exc))
                 await asyncio.sleep(backoff.next_delay())
@@ -245,9 +247,17 @@ class ConsulDiscovery(Discovery):
             if f.last_error is not None:
                 log.info("consul answers again for %s", service)
             f.last_error = f.error_since = None
-            f.watched.set(EndpointSet(service, endpoints, known=True))
+            f.watched.set(EndpointSet(service, endpoints, known=known))
             if f.index == previous and loop.time() - started < MIN_SPACING:
                 await asyncio.sleep(MIN_SPACING)  # an early "no change": rate-limit
+
+    async def _registered(self, service: str) -> bool:
+        """Has the catalog any instance of `service`, passing or not? (Asked only when
+        none passes: it tells a service that is down from a name nobody uses.)"""
+        client = self._client
+        assert client is not None, "ConsulDiscovery.start() not called"
+        _, nodes = await asyncio.wait_for(client.catalog.service(service), 10.0)
+        return bool(nodes)
 
     async def _read(self, service: str, index: int) -> tuple[int, tuple[Endpoint, ...]]:
         """One (blocking, unless index is 0) read of the passing instances."""

@@ -200,7 +200,9 @@ async def test_registration_in_the_catalog_with_its_check_then_deregistered(
             return bool(await get(http, consul, "/v1/catalog/service/web") == [])
 
         await eventually(gone, "web-1 gone from the catalog", timeout=5.0)
-        await rec.until(lambda v: v.known and not v.endpoints, "web-1 no longer discovered")
+        # Deregistered: the catalog has no web any more, so it is no longer known either.
+        await rec.until(lambda v: v.settled and not v.known and not v.endpoints,
+                        "web-1 no longer discovered")
         await asyncio.sleep(1.5)  # three watchdog periods: it must not register again
         assert await get(http, consul, "/v1/catalog/service/web") == []
         assert "service:web-1" not in await get(http, consul, "/v1/agent/checks")
@@ -213,8 +215,9 @@ async def test_watch_sees_instances_added_and_removed_within_a_second(
         consul: ConsulAgent, http: aiohttp.ClientSession,
         discovery: ConsulDiscovery) -> None:
     rec = Recorder(discovery.watch("api"))
-    # Consul answered: the service is known, with no instances yet.
-    await rec.until(lambda v: v.known and not v.endpoints, "api known, empty", timeout=5.0)
+    # Consul answered: nothing registered yet, so not known (Consul answers [] for any name).
+    await rec.until(lambda v: v.settled and not v.known and not v.endpoints,
+                    "api answered, empty", timeout=5.0)
     await asyncio.sleep(0.3)  # the loop is now parked in a blocking query
 
     latencies: list[float] = []
@@ -319,7 +322,8 @@ async def test_unknown_until_consul_answers(consul: ConsulAgent) -> None:
     await d.start()
     try:
         await eventually(lambda: asyncio.sleep(0, d.describe()["last_error"]), "an error")
-        assert w.value == EndpointSet("never")  # not known: Consul never answered
+        # Consul never answered: not known, and settled so that waiting requests give up.
+        assert w.value == EndpointSet("never")
     finally:
         await d.stop()
 
