@@ -55,7 +55,8 @@ class Sidecar:
 
     def _states(self, config: Config) -> dict[str, ListenerState]:
         name = config.service.name
-        self.app_cluster.settings = config.upstream
+        for cluster in [self.app_cluster, *self.clusters.values()]:
+            cluster.configure(config.upstream)
         app = Endpoint(*config.app.address)
         self.app_cluster.update(EndpointSet(name, (app,), known=True))
         inbound_stats = self.metrics.requests("inbound", name)
@@ -190,6 +191,11 @@ class Sidecar:
             yield names.DISCOVERY_ENDPOINTS, {"service": cluster.name}, len(cluster.endpoints)
             yield (names.UPSTREAM_CONNECT_ERRORS, {"service": cluster.name},
                    sum(p.connect_errors for p in cluster.pools()))
+            if cluster.breaker is not None:
+                current = cluster.breaker.state.value
+                for state in ("closed", "open", "half_open"):
+                    yield (names.CIRCUIT_BREAKER_STATE, {"service": cluster.name, "state": state},
+                           1.0 if current == state else 0.0)
 
 
 def _discovery(config: Config) -> Discovery:

@@ -13,6 +13,7 @@ from .errors import ConfigError
 from .fields import Fields, join, parse_address
 from .model import (
     App,
+    CircuitBreaker,
     Config,
     Discovery,
     Endpoint,
@@ -275,6 +276,29 @@ def _limits(f: Fields) -> Limits:
     return out
 
 
+def _breaker(f: Fields) -> CircuitBreaker:
+    d = CircuitBreaker()
+    out = CircuitBreaker(
+        window=f.string("window", d.window, re.compile("count|time"), "count or time"),
+        window_size=f.integer("window_size", d.window_size, minimum=1),
+        failure_rate=f.value("failure_rate", d.failure_rate, _percent, "a percentage"),
+        slow_call_rate=f.value("slow_call_rate", d.slow_call_rate, _percent, "a percentage"),
+        slow_call_duration=f.duration("slow_call_duration", d.slow_call_duration),
+        minimum_calls=f.integer("minimum_calls", d.minimum_calls, minimum=1),
+        wait_in_open=f.duration("wait_in_open", d.wait_in_open),
+        half_open_calls=f.integer("half_open_calls", d.half_open_calls, minimum=1),
+        max_wait_in_half_open=f.duration("max_wait_in_half_open", d.max_wait_in_half_open),
+    )
+    f.finish()
+    return out
+
+
+def _percent(v: Any) -> float | None:
+    if isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 100:
+        return float(v)
+    return None
+
+
 def _upstream(f: Fields) -> Upstream:
     d = Upstream()
     out = Upstream(
@@ -286,6 +310,8 @@ def _upstream(f: Fields) -> Upstream:
         idle_timeout=f.duration("idle_timeout", d.idle_timeout),
         balancer=f.string("balancer", d.balancer, _BALANCERS,
                           "one of least_request, round_robin, ring_hash, random"),
+        circuit_breaker=_breaker(f.child("circuit_breaker")) if f.has("circuit_breaker")
+        else None,
     )
     f.finish()
     return out

@@ -100,6 +100,21 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class CircuitBreaker:
+    """Per upstream cluster, resilience4j's semantics (see sidecar/policy/breaker.py)."""
+
+    window: str = "count"  # count: the last `window_size` calls; time: the last seconds
+    window_size: int = 100
+    failure_rate: float = 50.0  # percent of the window's calls that failed (5xx, no answer)
+    slow_call_rate: float = 100.0  # percent; with slow_call_duration
+    slow_call_duration: float = 60.0
+    minimum_calls: int = 20  # before any rate counts
+    wait_in_open: float = 10.0  # answering 503 CIRCUIT_OPEN at once, then probing
+    half_open_calls: int = 10  # probes that decide between closed and open again
+    max_wait_in_half_open: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
 class Upstream:
     connect_timeout: float = 2.0
     timeout: float = 15.0  # default response-head timeout when a route sets none
@@ -108,6 +123,8 @@ class Upstream:
     idle_timeout: float = 30.0  # pooled connections unused this long are closed
     # least_request (P2C over peak EWMA latency times in-flight), round_robin, ring_hash, random
     balancer: str = "least_request"
+    # Off unless configured: an open breaker refuses every request to the cluster.
+    circuit_breaker: CircuitBreaker | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ class ErrorCode(Enum):
     UPSTREAM_PROTOCOL_ERROR = "UPSTREAM_PROTOCOL_ERROR"
     UPSTREAM_RESET = "UPSTREAM_RESET"
     UPSTREAM_TIMEOUT = "UPSTREAM_TIMEOUT"
+    CIRCUIT_OPEN = "CIRCUIT_OPEN"
     DRAINING = "DRAINING"
 
     @property
@@ -48,6 +49,7 @@ _STATUS: dict[ErrorCode, tuple[int, bool]] = {
     ErrorCode.UPSTREAM_PROTOCOL_ERROR: (502, False),
     ErrorCode.UPSTREAM_RESET: (502, False),
     ErrorCode.UPSTREAM_TIMEOUT: (504, False),
+    ErrorCode.CIRCUIT_OPEN: (503, False),
     ErrorCode.DRAINING: (503, True),
 }
 assert set(_STATUS) == set(ErrorCode), "every error code needs a status"

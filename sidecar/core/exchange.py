@@ -8,7 +8,7 @@ from ..protocol.events import RequestHead
 
 
 class Exchange:
-    __slots__ = ("downstream", "endpoint", "forwarded", "head", "keep_alive", "pending", "pick",
+    __slots__ = ("breaker", "downstream", "endpoint", "forwarded", "head", "keep_alive", "pending", "pick",
                  "request_done", "request_id", "response_chunked", "response_started",
                  "retried", "route", "start", "stats", "status", "upstream")
 
@@ -21,6 +21,7 @@ class Exchange:
         self.route: Any = None  # the matched route entry
         self.endpoint: Any = None
         self.pick: Any = None  # the balancer's handle: done(latency, ok) once, or cancel()
+        self.breaker: Any = None  # the cluster's breaker, once it permitted this call
         self.stats: Any = None  # where the outcome is counted
         self.upstream: Any = None  # the upstream connection, once attached
         self.forwarded = b""  # the head as sent upstream

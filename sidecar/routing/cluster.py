@@ -17,6 +17,7 @@ from typing import Any
 from ..balance import Balancer, make_balancer
 from ..config.model import Address, Endpoint, Upstream
 from ..discovery.base import EndpointSet
+from ..policy.breaker import Breaker, BreakerConfig, WindowType
 from ..transport.pool import Pool
 
 
@@ -54,6 +55,18 @@ class _Sole:
         pass
 
 
+def _breaker(settings: Upstream) -> Breaker | None:
+    cb = settings.circuit_breaker
+    if cb is None:
+        return None
+    return Breaker(BreakerConfig(
+        window_type=WindowType(cb.window), window_size=cb.window_size,
+        failure_rate_threshold=cb.failure_rate, slow_call_rate_threshold=cb.slow_call_rate,
+        slow_call_duration_s=cb.slow_call_duration, minimum_calls=cb.minimum_calls,
+        wait_in_open_s=cb.wait_in_open, half_open_calls=cb.half_open_calls,
+        max_wait_in_half_open_s=cb.max_wait_in_half_open))
+
+
 class Cluster:
     def __init__(self, name: str, settings: Upstream, loop: asyncio.AbstractEventLoop,
                  rng: random.Random | None = None) -> None:
@@ -68,6 +81,13 @@ class Cluster:
         self._balancer: Balancer[UpstreamEndpoint] | None = None  # None: 0 or 1 endpoint
         self._learned: Balancer[UpstreamEndpoint] | None = None  # the last one built
         self._sole: _Sole | None = None
+        self.breaker = _breaker(settings)
+
+    def configure(self, settings: Upstream) -> None:
+        """A reload: new breaker settings start a fresh breaker; unchanged ones keep state."""
+        if settings.circuit_breaker != self.settings.circuit_breaker:
+            self.breaker = _breaker(settings)
+        self.settings = settings
 
     def pick(self, exclude: UpstreamEndpoint | None = None) -> Any:
         """A handle (`.endpoint`, `.done(latency, ok)`, `.cancel()`), or None if empty."""

@@ -110,6 +110,8 @@ class DownstreamConnection(asyncio.Protocol):
         if ex is not None:
             if ex.pick is not None:
                 ex.pick.cancel()  # says nothing about the endpoint: the client left
+            if ex.breaker is not None:
+                ex.breaker.release()
             if ex.upstream is not None:
                 ex.upstream.cancel()
 
@@ -199,6 +201,13 @@ class DownstreamConnection(asyncio.Protocol):
     def _dispatch_to(self, ex: Exchange) -> None:
         """Balance `ex` over its route's cluster; it is sent once its bytes proved sound."""
         entry = ex.route
+        breaker = entry.cluster.breaker
+        if breaker is not None:
+            if not breaker.try_acquire():
+                self.respond_error(ex, ErrorCode.CIRCUIT_OPEN,
+                                   f"circuit breaker for {entry.cluster.name!r} is open")
+                return
+            ex.breaker = breaker
         pick = entry.cluster.pick()
         if pick is None:
             self.respond_error(ex, ErrorCode.NO_HEALTHY_ENDPOINTS,
@@ -321,6 +330,8 @@ class DownstreamConnection(asyncio.Protocol):
         ex.stats.observe(ex.status, elapsed)
         if ex.pick is not None:
             ex.pick.done(elapsed, True)
+        if ex.breaker is not None:
+            ex.breaker.on_result(elapsed, False)
         self.exchange = None
         self.timer = IDLE
         self.deadline = 0.0  # a tunnel has no idle limit of ours; the endpoints' own apply
@@ -417,6 +428,8 @@ class DownstreamConnection(asyncio.Protocol):
         ex.stats.observe(ex.status, now - ex.start)
         if ex.pick is not None:
             ex.pick.done(now - ex.start, ex.status < 500)
+        if ex.breaker is not None:
+            ex.breaker.on_result(now - ex.start, ex.status >= 500)
         self.exchange = None
         if not ex.keep_alive or self.closed:
             self.close_after_flush()

@@ -82,3 +82,17 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["check-config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "routes[0].timeout: must be a duration" in err
+
+
+def test_circuit_breaker_settings_and_their_errors() -> None:
+    cfg = load_data({"upstream": {"circuit_breaker": {"minimum_calls": 5, "wait_in_open": "2s",
+                                                      "window": "time"}}})
+    cb = cfg.upstream.circuit_breaker
+    assert cb is not None and (cb.minimum_calls, cb.wait_in_open, cb.window) == (5, 2.0, "time")
+    assert Config().upstream.circuit_breaker is None
+    assert problems({"upstream": {"circuit_breaker": {"failure_rate": 150, "window": "ever",
+                                                      "half_open_calls": 0}}}) == [
+        "upstream.circuit_breaker.window: must be count or time (got 'ever')",
+        "upstream.circuit_breaker.failure_rate: must be a percentage (got 150)",
+        "upstream.circuit_breaker.half_open_calls: must be an integer >= 1 (got 0)",
+    ]
