@@ -33,3 +33,18 @@ class Exchange:
         self.response_chunked = False
         self.retried = False
         self.status = 0
+
+    def settle(self, elapsed: float, ok: bool) -> None:
+        """Report how it went, once: to the counters, the balancer and the breaker."""
+        self.stats.observe(self.status, elapsed)
+        if self.pick is not None:
+            self.pick.done(elapsed, ok)
+        if self.breaker is not None:
+            self.breaker.on_result(elapsed, not ok)
+
+    def abandon(self) -> None:
+        """The client left: nothing learned about the upstream; give back what was taken."""
+        if self.pick is not None:
+            self.pick.cancel()
+        if self.breaker is not None:
+            self.breaker.release()

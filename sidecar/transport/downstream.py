@@ -108,10 +108,7 @@ class DownstreamConnection(asyncio.Protocol):
         if self.tunnel is not None:
             self.tunnel.abort()
         if ex is not None:
-            if ex.pick is not None:
-                ex.pick.cancel()  # says nothing about the endpoint: the client left
-            if ex.breaker is not None:
-                ex.breaker.release()
+            ex.abandon()
             if ex.upstream is not None:
                 ex.upstream.cancel()
 
@@ -326,12 +323,7 @@ class DownstreamConnection(asyncio.Protocol):
         if pending:
             up.write(b"".join(pending))
         self.unblock_reading(UPSTREAM_CONNECTING)
-        elapsed = monotonic() - ex.start
-        ex.stats.observe(ex.status, elapsed)
-        if ex.pick is not None:
-            ex.pick.done(elapsed, True)
-        if ex.breaker is not None:
-            ex.breaker.on_result(elapsed, False)
+        ex.settle(monotonic() - ex.start, True)
         self.exchange = None
         self.timer = IDLE
         self.deadline = 0.0  # a tunnel has no idle limit of ours; the endpoints' own apply
@@ -425,11 +417,7 @@ class DownstreamConnection(asyncio.Protocol):
     # finishing -------------------------------------------------------------------
     def _finish(self, ex: Exchange) -> None:
         now = monotonic()
-        ex.stats.observe(ex.status, now - ex.start)
-        if ex.pick is not None:
-            ex.pick.done(now - ex.start, ex.status < 500)
-        if ex.breaker is not None:
-            ex.breaker.on_result(now - ex.start, ex.status >= 500)
+        ex.settle(now - ex.start, ex.status < 500)
         self.exchange = None
         if not ex.keep_alive or self.closed:
             self.close_after_flush()
