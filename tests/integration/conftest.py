@@ -105,3 +105,21 @@ async def sidecar_process(clients: Clients, tmp_path: Path) -> AsyncIterator[Any
         async def start(config: dict[str, Any]) -> Any:
             return await stack.enter_async_context(SidecarProcess(config, workdir=tmp_path))
         yield start
+
+
+@pytest.fixture
+async def consul() -> AsyncIterator[Any]:
+    """A real `consul agent -dev` on loopback ports of its own."""
+    from sidecar.testing.consul import ConsulAgent
+
+    async with ConsulAgent() as agent:
+        yield agent
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[Any]:
+    """An aiohttp client session, closed after the test."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+        yield session

@@ -23,19 +23,6 @@ from sidecar.testing.consul import ConsulAgent, ConsulNotFound, TcpTarget, find_
 
 pytestmark = pytest.mark.timeout(90)
 
-HTTP_TIMEOUT = aiohttp.ClientTimeout(total=15)
-
-
-@pytest.fixture
-async def consul() -> AsyncIterator[ConsulAgent]:
-    async with ConsulAgent() as agent:
-        yield agent
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session:
-        yield session
 
 
 @pytest.fixture

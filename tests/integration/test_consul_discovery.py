@@ -24,20 +24,7 @@ from sidecar.testing.consul import ConsulAgent, TcpTarget
 
 pytestmark = pytest.mark.timeout(120)
 
-HTTP_TIMEOUT = aiohttp.ClientTimeout(total=15)
 CHANGE_BOUND = 1.0  # the issue: a change in Consul reaches routing within one second
-
-
-@pytest.fixture
-async def consul() -> AsyncIterator[ConsulAgent]:
-    async with ConsulAgent() as agent:
-        yield agent
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session:
-        yield session
 
 
 @pytest.fixture

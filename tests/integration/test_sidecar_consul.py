@@ -19,18 +19,6 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-async def consul() -> AsyncIterator[ConsulAgent]:
-    async with ConsulAgent() as agent:
-        yield agent
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
-
-
-@pytest.fixture
 async def portfolio() -> AsyncIterator[int]:
     """An upstream app: answers who it is."""
     async def hello(request: web.Request) -> web.Response:

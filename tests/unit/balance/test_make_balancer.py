@@ -14,6 +14,7 @@ import pytest
 
 import sidecar.balance
 from sidecar.balance import KINDS, Balancer, make_balancer
+from sidecar.testing import FakeClock as Clock
 
 
 @dataclass(frozen=True)
@@ -24,14 +25,6 @@ class Ep:
     @property
     def address(self) -> tuple[str, int]:
         return (self.name, 80)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 EPS = [Ep("a"), Ep("b"), Ep("c")]

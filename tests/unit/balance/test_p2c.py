@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from sidecar.balance import P2C, Handle
+from sidecar.testing import FakeClock as Clock
 
 
 @dataclass(frozen=True)
@@ -22,14 +23,6 @@ class Ep:
     @property
     def address(self) -> tuple[str, int]:
         return (self.name, 80)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make(names: str = "abc", seed: int = 1, **options: Any) -> tuple[P2C[Ep], Clock]:

@@ -10,6 +10,7 @@ import pytest
 
 from sidecar.balance import RandomPick
 from sidecar.balance.random_pick import WeightedDraw
+from sidecar.testing import FakeClock as Clock
 
 
 @dataclass(frozen=True)
@@ -20,14 +21,6 @@ class Ep:
     @property
     def address(self) -> str:
         return self.name
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def shares(balancer: RandomPick[Ep], picks: int, exclude: Ep | None = None) -> dict[str, float]:

@@ -12,6 +12,7 @@ import pytest
 
 from sidecar.balance import Handle, RingHash
 from sidecar.balance.ring_hash import key_hash
+from sidecar.testing import FakeClock as Clock
 
 KEYS = [b"session-%d" % i for i in range(10_000)]
 
@@ -24,14 +25,6 @@ class Ep:
     @property
     def address(self) -> tuple[str, int]:
         return (self.host, 8080)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def ring(eps: list[Ep], clock: Clock | None = None, **options: Any) -> RingHash[Ep]:
