@@ -24,7 +24,9 @@ from .routing.cluster import Cluster
 from .routing.router import RouteEntry, Router
 from .telemetry import names
 from .telemetry.metrics import Metrics
+from .transport.client_tls import ClientTls
 from .transport.listener import Listener, ListenerState
+from .transport.tls import TlsGate
 
 log = logging.getLogger("sidecar")
 
@@ -36,6 +38,7 @@ class Sidecar:
         self.metrics = Metrics()
         self.discovery: Discovery = _discovery(config)
         self.registration: Any = None  # discovery.registration.Registration, with Consul
+        self.identity: Any = None  # identity.provider.IdentityProvider, when configured
         self.clusters: dict[str, Cluster] = {}
         self.app_cluster = Cluster(config.service.name, config.upstream, self.loop)
         self.listeners: dict[str, Listener] = {}
@@ -49,7 +52,11 @@ class Sidecar:
     def _cluster(self, service: str) -> Cluster:
         cluster = self.clusters.get(service)
         if cluster is None:
-            cluster = self.clusters[service] = Cluster(service, self.config.upstream, self.loop)
+            tls = None
+            if self.config.upstream.mtls:
+                tls = ClientTls(self.identity, self.config.service.namespace, service)
+            cluster = self.clusters[service] = Cluster(service, self.config.upstream, self.loop,
+                                                       tls=tls)
             self.discovery.watch(service).subscribe(cluster.update)
         return cluster
 
@@ -87,12 +94,22 @@ class Sidecar:
     async def start(self) -> None:
         from .admin.server import AdminServer  # aiohttp stays off the data plane's imports
 
+        identity = self.config.identity
+        if identity is not None:
+            from .identity.provider import provider_for
+            self.identity = provider_for(identity, self.config.service.namespace,
+                                         self.config.service.name)
+            await self.identity.start()  # no certificate, no mesh: fails the start loudly
         await self.discovery.start()
         states = self._states(self.config)
         for name in ("inbound", "outbound"):
             spec = getattr(self.config.listeners, name)
             if spec.enabled:
-                listener = Listener(name, states[name], self.metrics, self.loop)
+                gate = None
+                if spec.mtls != "off" and identity is not None:
+                    gate = TlsGate(self.identity, spec.mtls, identity.handshake_timeout,
+                                   identity.max_handshakes, str(self.identity.creds.spiffe_id))
+                listener = Listener(name, states[name], self.metrics, self.loop, tls=gate)
                 await listener.start(spec.address)
                 self.listeners[name] = listener
         if self.config.listeners.admin.enabled:
@@ -121,6 +138,11 @@ class Sidecar:
                    if getattr(config.listeners, n) != getattr(self.config.listeners, n)]
         if config.discovery.consul != self.config.discovery.consul:
             restart.append("discovery.consul: changing Consul settings needs a restart")
+        if config.identity != self.config.identity:
+            restart.append("identity: changing the identity settings needs a restart"
+                           " (rotated certificate files are picked up without one)")
+        if config.upstream.mtls != self.config.upstream.mtls:
+            restart.append("upstream.mtls: changing it needs a restart")
         if restart:
             self.metrics.inc(names.CONFIG_RELOADS, result="rejected")
             return restart
@@ -153,6 +175,8 @@ class Sidecar:
         if self.admin is not None:
             await self.admin.stop()
         await self.discovery.stop()
+        if self.identity is not None:
+            await self.identity.stop()
         for cluster in [*self.clusters.values(), self.app_cluster]:
             cluster.close()
 
@@ -181,6 +205,14 @@ class Sidecar:
         for name, listener in self.listeners.items():
             yield names.CONNECTIONS_ACTIVE, {"listener": name}, len(listener.connections)
             yield names.CONNECTIONS_TOTAL, {"listener": name}, listener.accepted
+            if listener.tls is not None:
+                yield names.TLS_HANDSHAKES, {"listener": name, "result": "ok"}, listener.tls.ok
+                for reason, count in sorted(listener.tls.failed.items()):
+                    yield names.TLS_HANDSHAKES, {"listener": name, "result": reason}, count
+        if self.identity is not None and self.identity.contexts is not None:
+            yield names.CERTIFICATE_EXPIRY, {}, self.identity.seconds_left()
+            yield names.CERTIFICATE_ROTATIONS, {}, self.identity.rotations
+            yield names.CERTIFICATE_LOAD_FAILURES, {}, self.identity.failures
         for cluster in [self.app_cluster, *self.clusters.values()]:
             if not cluster.known:
                 continue  # a Host the app asked for that no source knows: no labels for it

@@ -17,6 +17,7 @@ from .model import (
     Config,
     Discovery,
     Endpoint,
+    Identity,
     Limits,
     Listener,
     Listeners,
@@ -52,7 +53,8 @@ def load_data(data: Any, source: str | None = None, base_dir: Path | None = None
     problems: list[str] = []
     top = Fields(data, "", problems)
     service = _service(top.child("service"))
-    listeners = _listeners(top.child("listeners"))
+    identity = _identity(top.child("identity"), base_dir) if top.has("identity") else None
+    listeners = _listeners(top.child("listeners"), identity is not None)
     config = Config(
         service=service,
         listeners=listeners,
@@ -60,7 +62,8 @@ def load_data(data: Any, source: str | None = None, base_dir: Path | None = None
         discovery=_discovery(top.child("discovery"), base_dir, service, listeners),
         routes=_routes(top, problems),
         limits=_limits(top.child("limits")),
-        upstream=_upstream(top.child("upstream")),
+        upstream=_upstream(top.child("upstream"), identity is not None),
+        identity=identity,
         source=source,
     )
     top.finish()
@@ -87,10 +90,24 @@ def _listener(f: Fields, default: Listener) -> Listener:
     return out
 
 
-def _listeners(f: Fields) -> Listeners:
+_MTLS = re.compile("strict|permissive|off")
+
+
+def _inbound(f: Fields, default: Listener, has_identity: bool) -> Listener:
+    mtls = f.string("mtls", "strict" if has_identity else "off", _MTLS,
+                    "one of strict, permissive, off")
+    if mtls != "off" and not has_identity:
+        f.problem("mtls", f"{mtls} needs an identity (the `identity` section)")
+    out = Listener(address=f.address("address", default.address),
+                   enabled=f.boolean("enabled", default.enabled), mtls=mtls)
+    f.finish()
+    return out
+
+
+def _listeners(f: Fields, has_identity: bool) -> Listeners:
     d = Listeners()
     out = Listeners(
-        inbound=_listener(f.child("inbound"), d.inbound),
+        inbound=_inbound(f.child("inbound"), d.inbound, has_identity),
         outbound=_listener(f.child("outbound"), d.outbound),
         admin=_listener(f.child("admin"), d.admin),
     )
@@ -299,7 +316,43 @@ def _percent(v: Any) -> float | None:
     return None
 
 
-def _upstream(f: Fields) -> Upstream:
+def _identity(f: Fields, base_dir: Path | None) -> Identity:
+    d = Identity()
+
+    def path(key: str) -> str | None:
+        value = f.optional_string(key)
+        if value is not None and base_dir is not None and not Path(value).is_absolute():
+            value = str(base_dir / value)
+        return value
+
+    issuer = f.string("issuer", d.issuer, re.compile("files|local-ca"), "files or local-ca")
+    out = Identity(
+        issuer=issuer, cert=path("cert"), key=path("key"), bundle=path("bundle"),
+        crl=path("crl"), ca_dir=path("ca_dir"),
+        ttl=f.duration("ttl", d.ttl),
+        poll_interval=f.duration("poll_interval", d.poll_interval),
+        handshake_timeout=f.duration("handshake_timeout", d.handshake_timeout),
+        max_handshakes=f.integer("max_handshakes", d.max_handshakes, minimum=1),
+    )
+    if issuer == "files":
+        for key in ("cert", "key", "bundle"):
+            if not f.has(key):
+                f.problem(key, "is required with issuer: files")
+        if f.has("ca_dir"):
+            f.problem("ca_dir", "is for issuer: local-ca")
+    else:
+        if not f.has("ca_dir"):
+            f.problem("ca_dir", "is required with issuer: local-ca (made by `sidecar ca init`)")
+        for key in ("cert", "key", "bundle", "crl"):
+            if f.has(key):
+                f.problem(key, "comes from the CA with issuer: local-ca; remove it")
+        if out.ttl < 60:
+            f.problem("ttl", "must be at least 60s")
+    f.finish()
+    return out
+
+
+def _upstream(f: Fields, has_identity: bool = False) -> Upstream:
     d = Upstream()
     out = Upstream(
         connect_timeout=f.duration("connect_timeout", d.connect_timeout),
@@ -312,6 +365,9 @@ def _upstream(f: Fields) -> Upstream:
                           "one of least_request, round_robin, ring_hash, random"),
         circuit_breaker=_breaker(f.child("circuit_breaker")) if f.has("circuit_breaker")
         else None,
+        mtls=f.boolean("mtls", has_identity),
     )
+    if out.mtls and not has_identity:
+        f.problem("mtls", "needs an identity (the `identity` section)")
     f.finish()
     return out

@@ -24,6 +24,10 @@ class ServiceIdentity:
 class Listener:
     address: Address
     enabled: bool = True
+    # Inbound only: strict (a client certificate from the mesh is required), permissive
+    # (mTLS, plain TLS and plaintext all accepted: for migrating a service into the mesh),
+    # off. The loader resolves the default: strict when an identity is configured.
+    mtls: str = "off"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +129,25 @@ class Upstream:
     balancer: str = "least_request"
     # Off unless configured: an open breaker refuses every request to the cluster.
     circuit_breaker: CircuitBreaker | None = None
+    # Originate mTLS to peer sidecars and check their SPIFFE ID; the loader's default is
+    # on when an identity is configured. The local app is always reached in plaintext.
+    mtls: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Where the workload's certificate comes from, and how handshakes are bounded."""
+
+    issuer: str = "files"  # files: cert/key/bundle written by someone else; local-ca: ours
+    cert: str | None = None  # files: the leaf and its chain (PEM)
+    key: str | None = None
+    bundle: str | None = None  # the roots peers must chain to
+    crl: str | None = None  # optional; with it, revoked peer leaves are refused
+    ca_dir: str | None = None  # local-ca: the directory made by `sidecar ca init`
+    ttl: float = 3600.0  # local-ca: lifetime of each leaf; renewed at half of it
+    poll_interval: float = 1.0  # how often the files are checked for a change
+    handshake_timeout: float = 5.0
+    max_handshakes: int = 128  # in progress at once per listener; more wait their turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,5 +159,6 @@ class Config:
     routes: tuple[Route, ...] = ()
     limits: Limits = Limits()
     upstream: Upstream = Upstream()
+    identity: Identity | None = None
     # Where the config came from (None: embedded defaults); reload re-reads this file.
     source: str | None = field(default=None, compare=False)

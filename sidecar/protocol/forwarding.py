@@ -57,15 +57,18 @@ def _dropped(connection: bytes | None) -> frozenset[bytes]:
 
 
 def request_head(head: RequestHead, *, client_ip: bytes, proto: bytes, request_id: bytes,
-                 host: bytes | None = None) -> bytes:
-    """The head to send upstream, always HTTP/1.1 and keep-alive."""
+                 host: bytes | None = None, xfcc: bytes | None = None) -> bytes:
+    """The head to send upstream, always HTTP/1.1 and keep-alive.
+
+    `x-forwarded-client-cert` is only ever ours (`xfcc`: the mTLS peer, Envoy's format):
+    one arriving from the client is dropped, whatever it claims."""
     drop = HOP_BY_HOP if head.connection is None else _dropped(head.connection)
     out = [head.method, b" ", head.target, b" HTTP/1.1\r\n"]
     xff = None
     seen_proto = seen_fhost = False
     for k, v in head.headers:
         if k in _SPECIAL_REQUEST:
-            if k in drop or k == b"x-request-id":
+            if k in drop or k == b"x-request-id" or k == b"x-forwarded-client-cert":
                 continue
             if k == b"host":
                 if host is not None:
@@ -85,6 +88,8 @@ def request_head(head: RequestHead, *, client_ip: bytes, proto: bytes, request_i
         out += (b"x-forwarded-proto: ", proto, _CRLF)
     if not seen_fhost and head.authority:
         out += (b"x-forwarded-host: ", head.authority, _CRLF)
+    if xfcc is not None:
+        out += (b"x-forwarded-client-cert: ", xfcc, _CRLF)
     out += (b"x-request-id: ", request_id, b"\r\nvia: 1.1 sidecar\r\n")
     if head.chunked:
         out.append(b"transfer-encoding: chunked\r\n")
@@ -97,7 +102,8 @@ def request_head(head: RequestHead, *, client_ip: bytes, proto: bytes, request_i
 
 
 _SPECIAL_REQUEST = HOP_BY_HOP | {b"host", b"x-forwarded-for", b"x-request-id",
-                                 b"x-forwarded-proto", b"x-forwarded-host"}
+                                 b"x-forwarded-proto", b"x-forwarded-host",
+                                 b"x-forwarded-client-cert"}
 
 
 def body_allowed(status: int, method: bytes) -> bool:

@@ -18,6 +18,7 @@ from ..balance import Balancer, make_balancer
 from ..config.model import Address, Endpoint, Upstream
 from ..discovery.base import EndpointSet
 from ..policy.breaker import Breaker, BreakerConfig, WindowType
+from ..transport.client_tls import ClientTls
 from ..transport.pool import Pool
 
 
@@ -69,8 +70,9 @@ def _breaker(settings: Upstream) -> Breaker | None:
 
 class Cluster:
     def __init__(self, name: str, settings: Upstream, loop: asyncio.AbstractEventLoop,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, tls: ClientTls | None = None) -> None:
         self.name = name
+        self.tls = tls  # mTLS to this service's sidecars, when the mesh has an identity
         self.settings = settings
         self.loop = loop
         self.known = False
@@ -112,7 +114,8 @@ class Cluster:
         fresh: list[UpstreamEndpoint] = []
         for ep in endpoint_set.endpoints:
             old = by_address.pop(ep.address, None)
-            pool = old.pool if old is not None else Pool(ep.address, self.settings, self.loop)
+            pool = old.pool if old is not None else Pool(ep.address, self.settings, self.loop,
+                                                                  self.tls)
             fresh.append(UpstreamEndpoint(ep, pool))
         for gone in by_address.values():
             gone.pool.close()  # idle connections now; busy ones when their exchange ends

@@ -38,6 +38,8 @@ IDLE, HEADER, RESPONSE, BODY = range(4)
 UPSTREAM_CONNECTING, UPSTREAM_FULL, BACKLOG_FULL, CLIENT_FULL = 1, 2, 4, 8
 # What waits in the backlog: (kind, payload) of a request read ahead of its turn.
 HEAD, DATA, END, UPGRADE, ERROR = range(5)
+# Failures before anything was sent: another endpoint may take the request, never this one.
+_ELSEWHERE = frozenset((ErrorCode.UPSTREAM_CONNECT_FAILED, ErrorCode.UPSTREAM_IDENTITY_MISMATCH))
 
 
 class DownstreamConnection(asyncio.Protocol):
@@ -51,6 +53,9 @@ class DownstreamConnection(asyncio.Protocol):
         self.backlog: deque[tuple[int, Any]] = deque()
         self.wbuf: list[bytes] = []
         self.client_ip = b"unknown"
+        self.peer_identity: bytes | None = None  # the mTLS peer's SPIFFE ID
+        self.xfcc: bytes | None = None  # x-forwarded-client-cert for the app, with the peer
+        self.proto: bytes | None = None  # b"https" once TLS is up; else the listener's
         self.deadline = 0.0
         self.timer = IDLE
         self.activity = 0  # bytes moved since the last deadline check, for BODY
@@ -213,8 +218,9 @@ class DownstreamConnection(asyncio.Protocol):
         ex.pick = pick
         ex.endpoint = pick.endpoint
         ex.forwarded = request_head(ex.head, client_ip=self.client_ip,
-                                    proto=self.listener.state.proto,
-                                    request_id=ex.request_id, host=entry.host_rewrite)
+                                    proto=self.proto or self.listener.state.proto,
+                                    request_id=ex.request_id, host=entry.host_rewrite,
+                                    xfcc=self.xfcc)
         if ex.pending is None:
             ex.pending = []
         self.to_send = ex
@@ -341,7 +347,7 @@ class DownstreamConnection(asyncio.Protocol):
     def upstream_failed(self, ex: Exchange, code: ErrorCode, message: str) -> None:
         if ex is not self.exchange:
             return
-        if code is ErrorCode.UPSTREAM_CONNECT_FAILED and self._try_elsewhere(ex):
+        if code in _ELSEWHERE and self._try_elsewhere(ex):
             return
         self.respond_error(ex, code, message)
         self.flush()

@@ -16,6 +16,7 @@ from ..config.model import Limits
 from ..telemetry import names
 from ..telemetry.metrics import Metrics, RequestStats
 from .downstream import DownstreamConnection
+from .tls import TlsGate, TlsServerConnection
 
 log = logging.getLogger("sidecar.listener")
 
@@ -34,8 +35,9 @@ class ListenerState:
 
 class Listener:
     def __init__(self, name: str, state: ListenerState, metrics: Metrics,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, tls: TlsGate | None = None) -> None:
         self.name = name
+        self.tls = tls  # mTLS (strict or permissive) on this listener
         self.state = state
         self.metrics = metrics
         self.loop = loop
@@ -49,12 +51,16 @@ class Listener:
     async def start(self, address: tuple[str, int]) -> None:
         host, port = address
         self.server = await self.loop.create_server(
-            lambda: DownstreamConnection(self), host, port, backlog=2048, reuse_address=True)
+            self._protocol, host, port, backlog=2048, reuse_address=True)
         sock = self.server.sockets[0].getsockname()
         self.address = (sock[0], sock[1])
         self._sweeper = self.loop.create_task(self._sweep())
         log.info("listening", extra={"listener": self.name,
                                      "address": f"{self.address[0]}:{self.address[1]}"})
+
+    def _protocol(self) -> asyncio.Protocol:
+        conn = DownstreamConnection(self)
+        return conn if self.tls is None else TlsServerConnection(self.tls, conn)
 
     def admit(self, conn: DownstreamConnection) -> bool:
         if self.draining or len(self.connections) >= self.state.limits.max_connections:

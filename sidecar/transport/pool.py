@@ -8,6 +8,7 @@ and take the next connection released.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -17,14 +18,16 @@ from .upstream import UpstreamConnection
 
 if TYPE_CHECKING:
     from ..core.exchange import Exchange
+    from .client_tls import ClientTls
 
 
 class Pool:
     def __init__(self, address: tuple[str, int], settings: Upstream,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, tls: ClientTls | None = None) -> None:
         self.address = address
         self.settings = settings
         self.loop = loop
+        self.tls = tls  # mTLS to a peer sidecar whose SPIFFE ID is checked
         self.idle: list[UpstreamConnection] = []
         self.busy = 0  # attached to an exchange, or being connected for one
         self.waiting: deque[Exchange] = deque()
@@ -55,17 +58,37 @@ class Pool:
 
     async def _connect(self, ex: Exchange) -> None:
         host, port = self.address
+        tls = self.tls
         try:
-            _, conn = await asyncio.wait_for(
-                self.loop.create_connection(lambda: UpstreamConnection(self), host, port),
-                self.settings.connect_timeout)
-        except (OSError, TimeoutError) as exc:
+            if tls is None:
+                connecting = self.loop.create_connection(
+                    lambda: UpstreamConnection(self), host, port)
+            else:
+                connecting = self.loop.create_connection(
+                    lambda: UpstreamConnection(self), host, port, ssl=tls.context(),
+                    server_hostname="")  # no SNI, no host check: the SPIFFE ID is checked
+            transport, conn = await asyncio.wait_for(connecting, self.settings.connect_timeout)
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             self.busy -= 1
             self.connect_errors += 1
-            reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+            if isinstance(exc, TimeoutError):
+                reason = "timed out"
+            elif isinstance(exc, ssl.SSLError):
+                reason = f"TLS handshake failed: {exc.reason or exc}"
+            else:
+                reason = exc.strerror or str(exc)
             ex.downstream.upstream_failed(ex, ErrorCode.UPSTREAM_CONNECT_FAILED,
                                           f"cannot connect to {host}:{port}: {reason}")
             return
+        if tls is not None:
+            why = tls.mismatch(transport)
+            if why is not None:
+                self.busy -= 1
+                self.connect_errors += 1
+                conn.close()
+                ex.downstream.upstream_failed(ex, ErrorCode.UPSTREAM_IDENTITY_MISMATCH,
+                                              f"{host}:{port}: {why}")
+                return
         if ex.downstream.abandoned(ex):  # the client left while we connected
             self.release(conn, True)
             return

@@ -57,8 +57,8 @@ class Clients:
     def __init__(self) -> None:
         self.open: list[RawClient] = []
 
-    async def connect(self, address: tuple[str, int]) -> RawClient:
-        c = await RawClient.connect(address)
+    async def connect(self, address: tuple[str, int], ssl: Any = None) -> RawClient:
+        c = await RawClient.connect(address, ssl=ssl)
         self.open.append(c)
         return c
 

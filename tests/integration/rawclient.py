@@ -87,10 +87,10 @@ class RawClient:
 
     @classmethod
     async def connect(cls, address: tuple[str, int],
-                      timeout: float = DEFAULT_TIMEOUT) -> RawClient:
+                      timeout: float = DEFAULT_TIMEOUT, ssl: Any = None) -> RawClient:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(address[0], address[1],
-                                                           limit=1 << 20)
+                                                           limit=1 << 20, ssl=ssl)
         return cls(reader, writer)
 
     async def __aenter__(self) -> RawClient:
