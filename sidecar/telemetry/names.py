@@ -17,7 +17,21 @@ DISCOVERY_ENDPOINTS = "sidecar_discovery_endpoints"  # gauge{service}
 # state is closed|open|half_open. Exported once breakers are wired (issue 5);
 # deploy/prometheus/ already alerts on it (circuit_breaker_open).
 CIRCUIT_BREAKER_STATE = "sidecar_circuit_breaker_state"  # gauge{service, state}
+# Identity and TLS. result is ok or a bounded failure reason (expired, unknown_ca, revoked,
+# no_client_cert, bad_purpose, timeout, protocol, ...; see transport/tls.py).
+TLS_HANDSHAKES = "sidecar_tls_handshakes_total"  # counter{listener, result}
+CERTIFICATE_EXPIRY = "sidecar_certificate_expiry_seconds"  # gauge: seconds left on our leaf
+CERTIFICATE_ROTATIONS = "sidecar_certificate_rotations_total"  # counter
+CERTIFICATE_LOAD_FAILURES = "sidecar_certificate_load_failures_total"  # counter
 
 # Seconds. Fine at the low end, where a proxy hop lives, coarse above a second.
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                     1.0, 2.5, 5.0, 10.0)
+# Tracing (sidecar/telemetry/tracing.py): spans handed to the OTLP exporter, and spans lost,
+# by reason=queue_full|export_failed|shutdown (never waited for on the request path).
+TRACE_SPANS_EXPORTED = "sidecar_trace_spans_exported_total"  # counter
+TRACE_SPANS_DROPPED = "sidecar_trace_spans_dropped_total"  # counter{reason}
+# Access logs (sidecar/telemetry/access_log.py): lines written, and records lost,
+# by reason=queue_full|write_failed (a slow disk drops lines, it never stalls requests).
+ACCESS_LOG_RECORDS_WRITTEN = "sidecar_access_log_records_written_total"  # counter
+ACCESS_LOG_RECORDS_DROPPED = "sidecar_access_log_records_dropped_total"  # counter{reason}
