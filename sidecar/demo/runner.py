@@ -31,7 +31,17 @@ from . import summary
 from .children import Child, StartupError, first_exited, start, stop_all, wait_healthy
 from .options import DEFAULT_DURATION, DEFAULT_RATE, TRICKLE_RATE, add_arguments
 from .progress import Progress
-from .topology import HOST, SPAN, Node, busy_ports, layout, write_configs
+from .topology import (
+    HOST,
+    LEAF_TTL,
+    SPAN,
+    TRUST_DOMAIN,
+    Node,
+    busy_ports,
+    layout,
+    make_ca,
+    write_configs,
+)
 from .traffic import Traffic
 
 __all__ = ["add_arguments", "main", "run_demo"]
@@ -151,7 +161,7 @@ class Demo:
         return 1 if traffic.errors or crashed is not None else 0
 
     def _start_children(self, tmp: Path) -> None:
-        configs = write_configs(self.mesh, tmp)
+        configs = write_configs(self.mesh, tmp, make_ca(tmp))
         python = sys.executable
         for node in self.mesh:
             argv = [python, "-m", "sidecar.demo.apps", node.name, "--port", str(node.app)]
@@ -213,6 +223,9 @@ class Demo:
         order = '{"user_id": 42, "symbol": "AAPL", "side": "BUY", "quantity": 10}'
         lines = [
             f"mesh is up: 3 services, each behind its own sidecar (configs and logs in {tmp})",
+            f"identity: a CA for spiffe://{TRUST_DOMAIN} in {tmp / 'ca'}; each sidecar issues "
+            f"its own {LEAF_TTL} leaf and renews it at half life;",
+            "  trading → portfolio goes over mTLS (portfolio's app sees x-forwarded-client-cert)",
             "",
             f"  {'service':<11}{'app':>7}{'inbound':>9}{'outbound':>10}{'admin':>7}   pids (app, sidecar)",
         ]

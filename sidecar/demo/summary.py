@@ -45,6 +45,8 @@ class Scrape:
 
     buckets: dict[Series, dict[float, float]] = field(default_factory=lambda: defaultdict(dict))
     codes: dict[Series, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    handshakes: Counter[str] = field(default_factory=Counter)  # inbound TLS, by result
+    rotations: int = 0  # certificate rotations since the sidecar started
     error: str | None = None  # why there is nothing to show
 
 
@@ -60,6 +62,10 @@ def parse(text: str) -> Scrape:
                 scrape.buckets[key][le] = scrape.buckets[key].get(le, 0.0) + sample.value
             elif sample.name == names.REQUESTS_TOTAL:
                 scrape.codes[key][labels.get("code", "?")] += int(sample.value)
+            elif sample.name == names.TLS_HANDSHAKES:
+                scrape.handshakes[labels.get("result", "?")] += int(sample.value)
+            elif sample.name == names.CERTIFICATE_ROTATIONS:
+                scrape.rotations += int(sample.value)
     return scrape
 
 
@@ -120,6 +126,7 @@ def render(elapsed: float, stats: Mapping[str, EntryStats], skipped: int,
             f"  {'hop':<39}{'requests':>9}  {'codes':<18}{'p50':>11}{'p99':>11}"]
     for hop in HOPS:
         out.append("  " + _hop_row(hop, scrapes.get(hop.sidecar)))
+    out += _identity(scrapes)
     out += _notes(stats, skipped, scrapes, others)
     return "\n".join(out)
 
@@ -138,6 +145,18 @@ def _hop_row(hop: Hop, scrape: Scrape | None) -> str:
     code_text = " ".join(f"{c}:{n}" for c, n in sorted(codes.items())) or "-"
     return (f"{hop.label:<39}{sum(codes.values()):>9}  {code_text:<18}"
             f"{ms(histogram_quantile(0.5, buckets)):>11}{ms(histogram_quantile(0.99, buckets)):>11}")
+
+
+def _identity(scrapes: Mapping[str, Scrape]) -> list[str]:
+    rows = [(name, s) for name, s in scrapes.items() if not s.error and (s.handshakes or s.rotations)]
+    if not rows:
+        return []
+    out = ["", "identity (mTLS handshakes at each sidecar's inbound; leaf rotations)"]
+    for name, s in rows:
+        failed = sum(n for r, n in s.handshakes.items() if r != "ok")
+        out.append(f"  {name + ' sidecar':<39}{s.handshakes['ok']:>9} ok, {failed} failed, "
+                   f"{s.rotations} rotations")
+    return out
 
 
 def _series(seen: Iterable[Series]) -> str:

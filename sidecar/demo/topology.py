@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-__all__ = ["HOST", "SPAN", "Node", "busy_ports", "config_for", "layout", "write_configs"]
+__all__ = ["HOST", "LEAF_TTL", "SPAN", "TRUST_DOMAIN", "Node", "busy_ports", "config_for",
+           "layout", "make_ca", "write_configs"]
 
 HOST = "127.0.0.1"
 SERVICES = ("user", "trading", "portfolio")
@@ -56,11 +57,19 @@ def layout(base: int) -> tuple[Node, ...]:
                  for i, name in enumerate(SERVICES))
 
 
-def config_for(node: Node, mesh: tuple[Node, ...]) -> dict[str, Any]:
-    return {
+TRUST_DOMAIN = "demo.mesh"
+# Short-lived leaves, so that rotation is visible while the demo runs: renewed at half life.
+LEAF_TTL = "1m"
+
+
+def config_for(node: Node, mesh: tuple[Node, ...], ca_dir: Path | None = None) -> dict[str, Any]:
+    config: dict[str, Any] = {
         "service": {"name": node.name, "version": "v1"},
         "listeners": {
-            "inbound": {"address": f"{HOST}:{node.inbound}"},
+            # Permissive: the demo's client and your curl come from outside the mesh in
+            # plaintext; sidecar-to-sidecar hops (trading → portfolio) are mTLS.
+            "inbound": {"address": f"{HOST}:{node.inbound}",
+                        "mtls": "permissive" if ca_dir is not None else "off"},
             "outbound": {"address": f"{HOST}:{node.outbound}"},
             "admin": {"address": f"{HOST}:{node.admin}"},
         },
@@ -69,13 +78,18 @@ def config_for(node: Node, mesh: tuple[Node, ...]) -> dict[str, Any]:
         "discovery": {"static": {"services": {
             peer.name: [f"{HOST}:{peer.inbound}"] for peer in mesh}}},
     }
+    if ca_dir is not None:
+        # Each sidecar issues its own leaf from the CA and renews it: no files to hand out.
+        config["identity"] = {"issuer": "local-ca", "ca_dir": str(ca_dir), "ttl": LEAF_TTL}
+    return config
 
 
-def write_configs(mesh: tuple[Node, ...], directory: Path) -> dict[str, Path]:
+def write_configs(mesh: tuple[Node, ...], directory: Path,
+                  ca_dir: Path | None = None) -> dict[str, Path]:
     paths = {}
     for node in mesh:
         path = directory / f"{node.name}.yaml"
-        path.write_text(yaml.safe_dump(config_for(node, mesh), sort_keys=False))
+        path.write_text(yaml.safe_dump(config_for(node, mesh, ca_dir), sort_keys=False))
         paths[node.name] = path
     return paths
 
@@ -101,3 +115,12 @@ def _bind_problem(port: int) -> str | None:
         except OSError as exc:
             return exc.strerror or str(exc)
     return None
+
+
+def make_ca(directory: Path) -> Path:
+    """A fresh mesh CA (root and intermediate) for this run of the demo."""
+    from ..identity.ca import CertificateAuthority
+
+    ca_dir = directory / "ca"
+    CertificateAuthority.init(ca_dir, TRUST_DOMAIN)
+    return ca_dir

@@ -17,10 +17,12 @@ from __future__ import annotations
 import os
 import ssl
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .credentials import Credentials
 from .spiffe import SpiffeId, SpiffeIdError
+
+if TYPE_CHECKING:  # cryptography loads only when an identity is configured
+    from .credentials import Credentials
 
 __all__ = ["ALPN", "client_context", "peer_spiffe_id", "server_context"]
 

@@ -63,13 +63,13 @@ class MeshCa:
 
     def leaf(self, service: str, namespace: str = "default", *, ttl: timedelta = timedelta(hours=1),
              expired: bool = False, not_yet_valid: bool = False,
-             name: str | None = None) -> LeafFiles:
+             name: str | None = None, dns: tuple[str, ...] = ()) -> LeafFiles:
         now = datetime.now(UTC)
         if expired:
             now -= timedelta(hours=3)
         elif not_yet_valid:
             now += timedelta(hours=2)
-        issued = self.ca.issue(self.spiffe_id(service, namespace), ttl, now=now)
+        issued = self.ca.issue(self.spiffe_id(service, namespace), ttl, dns=dns, now=now)
         assert issued.key_pem is not None
         return self._write(name or service, issued.chain_pem, issued.key_pem, issued.serial)
 

@@ -106,12 +106,15 @@ def assert_clean_report(out: str, err: str) -> None:
 
 # --- the pure parts, no processes ------------------------------------------------------
 
-def test_every_generated_config_is_valid_for_the_sidecar() -> None:
+def test_every_generated_config_is_valid_for_the_sidecar(tmp_path) -> None:
     mesh = layout(16000)
     for node in mesh:
         config = load_data(config_for(node, mesh))
         assert config.listeners.inbound.address == ("127.0.0.1", node.inbound)
         assert dict(config.discovery.static.services).keys() == {"user", "trading", "portfolio"}
+        meshed = load_data(config_for(node, mesh, tmp_path / "ca"))
+        assert meshed.identity is not None and meshed.identity.issuer == "local-ca"
+        assert meshed.listeners.inbound.mtls == "permissive" and meshed.upstream.mtls
 
 
 def test_histogram_quantile_interpolates_as_prometheus_does() -> None:
