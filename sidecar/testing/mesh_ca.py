@@ -18,7 +18,6 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ..identity.ca import CertificateAuthority
 from ..identity.ca.pem import to_pem

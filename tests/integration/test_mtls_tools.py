@@ -79,7 +79,7 @@ async def test_openssl_s_client_sees_revocation(ca, upstreams, sidecar):
             "-cert_chain", str(trading.cert)]  # s_client sends only the leaf unless told
     request = b"GET / HTTP/1.1\r\nHost: portfolio\r\nConnection: close\r\n\r\n"
 
-    code, out = await run(*argv, stdin=request)
+    _, out = await run(*argv, stdin=request)
     assert "HTTP/1.1 200 OK" in out, out
 
     provider = sc.sidecar.identity
@@ -88,7 +88,7 @@ async def test_openssl_s_client_sees_revocation(ca, upstreams, sidecar):
     async with asyncio.timeout(5):
         while provider.rotations == before:
             await asyncio.sleep(0.02)
-    code, out = await run(*argv, stdin=request)
+    _, out = await run(*argv, stdin=request)
     assert "certificate revoked" in out.lower(), out
     assert "HTTP/1.1" not in out
     assert len(app.requests) == 1

@@ -69,7 +69,7 @@ async def test_file_source_reloads_only_on_change(ca: MeshCa) -> None:
 async def test_first_load_fails_loudly(tmp_path: Path) -> None:
     missing = str(tmp_path / "nope.pem")
     provider = IdentityProvider(FileSource(missing, missing, missing))
-    with pytest.raises(CredentialError, match="nope.pem"):
+    with pytest.raises(CredentialError, match=r"nope\.pem"):
         await provider.start()
 
 
