@@ -56,7 +56,7 @@ class Sidecar:
             if self.config.upstream.mtls:
                 tls = ClientTls(self.identity, self.config.service.namespace, service)
             cluster = self.clusters[service] = Cluster(service, self.config.upstream, self.loop,
-                                                       tls=tls)
+                                                       tls=tls, health=self.config.upstream.health)
             self.discovery.watch(service).subscribe(cluster.update)
         return cluster
 
@@ -179,6 +179,8 @@ class Sidecar:
             await self.identity.stop()
         for cluster in [*self.clusters.values(), self.app_cluster]:
             cluster.close()
+        await asyncio.gather(*(c.prober.stop() for c in self.clusters.values()
+                               if c.prober is not None))
 
     def _bound(self, consul: ConsulConfig) -> ConsulConfig:
         """Listeners configured on port 0 are registered with the ports they got."""
@@ -221,6 +223,11 @@ class Sidecar:
             yield names.UPSTREAM_POOL, {"service": cluster.name, "state": "idle"}, idle
             yield names.UPSTREAM_POOL, {"service": cluster.name, "state": "busy"}, busy
             yield names.DISCOVERY_ENDPOINTS, {"service": cluster.name}, len(cluster.endpoints)
+            healthy = len(cluster.endpoints) if cluster.health is None \
+                else len(cluster.health.available(cluster.endpoints))
+            yield names.UPSTREAM_ENDPOINTS, {"service": cluster.name, "state": "healthy"}, healthy
+            yield (names.UPSTREAM_ENDPOINTS, {"service": cluster.name, "state": "unhealthy"},
+                   len(cluster.endpoints) - healthy)
             yield (names.UPSTREAM_CONNECT_ERRORS, {"service": cluster.name},
                    sum(p.connect_errors for p in cluster.pools()))
             if cluster.breaker is not None:

@@ -44,6 +44,7 @@ class AdminServer:
             web.get("/internal/v1/health", self.health),
             web.get("/internal/v1/metrics", self.metrics),
             web.get("/internal/v1/config", self.config),
+            web.get("/internal/v1/clusters", self.clusters),
             web.post("/internal/v1/config/reload", self.reload),
         ])
         self.app = app
@@ -90,6 +91,32 @@ class AdminServer:
             return web.json_response(summary(self.sidecar.metrics.all_stats()))
         return web.Response(body=self.sidecar.metrics.render(),
                             headers={"Content-Type": PROMETHEUS_TEXT})
+
+    async def clusters(self, request: web.Request) -> web.Response:
+        """Each upstream service: its endpoints with their health, and its breaker."""
+        out: dict[str, Any] = {}
+        for name, cluster in sorted(self.sidecar.clusters.items()):
+            if not cluster.known:
+                continue
+            health = cluster.health
+            rows: list[dict[str, Any]] = health.describe() if health is not None else [
+                {"address": str(ue.endpoint)} for ue in cluster.endpoints]
+            available = set(health.available(cluster.endpoints)) if health is not None \
+                else set(cluster.endpoints)
+            for row, ue in zip(rows, cluster.endpoints, strict=False):
+                row["balanced"] = ue in available
+            out[name] = {"endpoints": rows,
+                         "circuit_breaker": cluster.breaker.state.value
+                         if cluster.breaker is not None else None,
+                         "mtls": cluster.tls.expected if cluster.tls is not None else None}
+        if self.sidecar.identity is not None and self.sidecar.identity.contexts is not None:
+            creds = self.sidecar.identity.creds
+            identity = {"spiffe_id": str(creds.spiffe_id), "serial": f"{creds.serial:x}",
+                        "not_after": creds.not_after.isoformat(),
+                        "rotations": self.sidecar.identity.rotations}
+        else:
+            identity = None
+        return web.json_response({"clusters": out, "identity": identity})
 
     async def config(self, request: web.Request) -> web.Response:
         sc = self.sidecar

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from ..health.config import parse_health
 from .consul import ConsulConfig, RegistrationConfig
 from .errors import ConfigError
 from .fields import Fields, join, parse_address
@@ -354,6 +355,9 @@ def _identity(f: Fields, base_dir: Path | None) -> Identity:
 
 def _upstream(f: Fields, has_identity: bool = False) -> Upstream:
     d = Upstream()
+    health, problems = parse_health(f.data, f.path or "upstream")
+    f.problems.extend(problems)
+    f.seen.update(("health_check", "outlier_detection", "retry_after"))
     out = Upstream(
         connect_timeout=f.duration("connect_timeout", d.connect_timeout),
         timeout=f.duration("timeout", d.timeout),
@@ -366,6 +370,7 @@ def _upstream(f: Fields, has_identity: bool = False) -> Upstream:
         circuit_breaker=_breaker(f.child("circuit_breaker")) if f.has("circuit_breaker")
         else None,
         mtls=f.boolean("mtls", has_identity),
+        health=health,
     )
     if out.mtls and not has_identity:
         f.problem("mtls", "needs an identity (the `identity` section)")

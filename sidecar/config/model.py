@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..health.config import HealthSettings
 from .consul import ConsulConfig
 
 Address = tuple[str, int]
@@ -129,6 +130,9 @@ class Upstream:
     balancer: str = "least_request"
     # Off unless configured: an open breaker refuses every request to the cluster.
     circuit_breaker: CircuitBreaker | None = None
+    # Active checks (off unless configured), outlier ejection and Retry-After penalties
+    # (on by default); see sidecar/health/.
+    health: HealthSettings = field(default_factory=HealthSettings)
     # Originate mTLS to peer sidecars and check their SPIFFE ID; the loader's default is
     # on when an identity is configured. The local app is always reached in plaintext.
     mtls: bool = False

@@ -17,6 +17,7 @@ from typing import Any
 from ..balance import Balancer, make_balancer
 from ..config.model import Address, Endpoint, Upstream
 from ..discovery.base import EndpointSet
+from ..health import ClusterHealth, HealthSettings, Prober, Result
 from ..policy.breaker import Breaker, BreakerConfig, WindowType
 from ..transport.client_tls import ClientTls
 from ..transport.pool import Pool
@@ -70,7 +71,8 @@ def _breaker(settings: Upstream) -> Breaker | None:
 
 class Cluster:
     def __init__(self, name: str, settings: Upstream, loop: asyncio.AbstractEventLoop,
-                 rng: random.Random | None = None, tls: ClientTls | None = None) -> None:
+                 rng: random.Random | None = None, tls: ClientTls | None = None,
+                 health: HealthSettings | None = None) -> None:
         self.name = name
         self.tls = tls  # mTLS to this service's sidecars, when the mesh has an identity
         self.settings = settings
@@ -84,15 +86,41 @@ class Cluster:
         self._learned: Balancer[UpstreamEndpoint] | None = None  # the last one built
         self._sole: _Sole | None = None
         self.breaker = _breaker(settings)
+        # Endpoint health (None: every endpoint is always balanced over). The balancer is
+        # built over `health.available(endpoints)` and rebuilt when that answer changes.
+        self.health: ClusterHealth[UpstreamEndpoint] | None = None
+        self.prober: Prober | None = None
+        self._balanced: tuple[UpstreamEndpoint, ...] = ()
+        if health is not None:
+            self._watch_health(health)
+
+    def _watch_health(self, settings: HealthSettings) -> None:
+        self.health = ClusterHealth(settings)
+        if settings.health_check is not None:
+            self.prober = Prober(settings.health_check, self.health.on_probe, host=self.name,
+                                 rng=self._rng, loop=self.loop)
 
     def configure(self, settings: Upstream) -> None:
-        """A reload: new breaker settings start a fresh breaker; unchanged ones keep state."""
+        """A reload: new breaker or health settings start afresh; unchanged ones keep state."""
         if settings.circuit_breaker != self.settings.circuit_breaker:
             self.breaker = _breaker(settings)
+        if self.health is not None and settings.health != self.health.settings:
+            if self.prober is not None:
+                self.prober.close()
+                self.prober = None
+            self._watch_health(settings.health)
+            self.settings = settings
+            self.update(EndpointSet(self.name, tuple(ue.endpoint for ue in self.endpoints),
+                                    known=self.known, settled=self.settled))
         self.settings = settings
 
     def pick(self, exclude: UpstreamEndpoint | None = None) -> Any:
         """A handle (`.endpoint`, `.done(latency, ok)`, `.cancel()`), or None if empty."""
+        health = self.health
+        if health is not None:
+            available = health.available(self.endpoints)  # the same tuple until health changes
+            if available is not self._balanced:
+                self._balance(available)
         sole = self._sole
         if sole is not None:
             return sole if exclude is None or exclude is not sole.endpoint else None
@@ -120,22 +148,42 @@ class Cluster:
         for gone in by_address.values():
             gone.pool.close()  # idle connections now; busy ones when their exchange ends
         self.endpoints = tuple(fresh)
-        self._sole = _Sole(fresh[0]) if len(fresh) == 1 else None
-        if len(fresh) > 1:
-            # `previous`: loads learned for addresses that stay carry over.
-            self._learned = make_balancer(self.settings.balancer, fresh, rng=self._rng,
-                                          clock=monotonic, previous=self._learned)
-            self._balancer = self._learned
+        health = self.health
+        if health is not None:
+            health.update(self.endpoints)
+            if self.prober is not None:
+                self.prober.update(ue.address for ue in self.endpoints)
+            self._balance(health.available(self.endpoints))
         else:
-            self._balancer = None
+            self._balance(self.endpoints)
         if self.settled and self._waiting:
             waiting, self._waiting = self._waiting, []
             for callback in waiting:
                 callback()
 
+    def _balance(self, endpoints: tuple[UpstreamEndpoint, ...]) -> None:
+        """Balance over `endpoints` from now on (all of them, or the available ones)."""
+        self._balanced = endpoints
+        self._sole = _Sole(endpoints[0]) if len(endpoints) == 1 else None
+        if len(endpoints) > 1:
+            # `previous`: loads learned for addresses that stay carry over.
+            self._learned = make_balancer(self.settings.balancer, endpoints, rng=self._rng,
+                                          clock=monotonic, previous=self._learned)
+            self._balancer = self._learned
+        else:
+            self._balancer = None
+
+    def on_result(self, endpoint: UpstreamEndpoint, result: Result,
+                  retry_after: bytes | None = None) -> None:
+        """What `endpoint` did with one request: its status, or a `health.Failure`."""
+        if self.health is not None:
+            self.health.on_result(endpoint, result, retry_after)
+
     def pools(self) -> list[Pool]:
         return [ue.pool for ue in self.endpoints]
 
     def close(self) -> None:
+        if self.prober is not None:
+            self.prober.close()
         for ue in self.endpoints:
             ue.pool.close()

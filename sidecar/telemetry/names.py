@@ -13,6 +13,9 @@ UPSTREAM_POOL = "sidecar_upstream_pool_connections"  # gauge{service, state=idle
 UPSTREAM_CONNECT_ERRORS = "sidecar_upstream_connect_errors_total"  # counter{service}
 CONFIG_RELOADS = "sidecar_config_reloads_total"  # counter{result=ok|rejected}
 DISCOVERY_ENDPOINTS = "sidecar_discovery_endpoints"  # gauge{service}
+# Of those, balanced over (healthy) or set aside (unhealthy: failing active checks, ejected
+# by outlier detection, or resting after a 429 / Retry-After).
+UPSTREAM_ENDPOINTS = "sidecar_upstream_endpoints"  # gauge{service, state=healthy|unhealthy}
 # 1 for the breaker's current state, 0 for the others (the Prometheus enum convention);
 # state is closed|open|half_open. Exported once breakers are wired (issue 5);
 # deploy/prometheus/ already alerts on it (circuit_breaker_open).
@@ -27,6 +30,7 @@ CERTIFICATE_LOAD_FAILURES = "sidecar_certificate_load_failures_total"  # counter
 # Seconds. Fine at the low end, where a proxy hop lives, coarse above a second.
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                     1.0, 2.5, 5.0, 10.0)
+
 # Tracing (sidecar/telemetry/tracing.py): spans handed to the OTLP exporter, and spans lost,
 # by reason=queue_full|export_failed|shutdown (never waited for on the request path).
 TRACE_SPANS_EXPORTED = "sidecar_trace_spans_exported_total"  # counter

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.errors import ErrorCode, envelope
 from ..core.exchange import Exchange
 from ..core.request_id import new_request_id
+from ..health.outlier import Failure
 from ..protocol.events import Headers, RequestHead, ResponseHead
 from ..protocol.forwarding import body_allowed, request_head, response_head, simple_response
 from ..protocol.h1 import LAST_CHUNK, ProtocolError, RequestReader, encode_chunk
@@ -280,6 +281,10 @@ class DownstreamConnection(asyncio.Protocol):
             ex.upstream.reusable = False
         ex.response_started = True
         ex.status = status
+        health = ex.route.cluster.health
+        if health is not None:  # outlier detection and Retry-After learn from every answer
+            health.on_result(ex.endpoint, status,
+                             head.header(b"retry-after") if status in (429, 503) else None)
         keep = ex.keep_alive and ex.request_done and not (ex.head.upgrade and status != 101)
         chunked = False
         if not body_allowed(status, ex.head.method) or head.content_length is not None:
@@ -347,6 +352,7 @@ class DownstreamConnection(asyncio.Protocol):
     def upstream_failed(self, ex: Exchange, code: ErrorCode, message: str) -> None:
         if ex is not self.exchange:
             return
+        self._endpoint_failed(ex, Failure.CONNECT if code in _ELSEWHERE else Failure.RESET)
         if code in _ELSEWHERE and self._try_elsewhere(ex):
             return
         self.respond_error(ex, code, message)
@@ -381,9 +387,18 @@ class DownstreamConnection(asyncio.Protocol):
         if ex.response_started:
             self.abort()  # half a response cannot be finished or replaced
             return
+        self._endpoint_failed(ex, Failure.RESET)
         self.respond_error(ex, ErrorCode.UPSTREAM_RESET,
                            "upstream closed the connection before responding")
         self.flush()
+
+    @staticmethod
+    def _endpoint_failed(ex: Exchange, failure: Failure) -> None:
+        """Tell the cluster's health that the endpoint gave no answer (outlier detection)."""
+        if ex.route is not None and ex.endpoint is not None:
+            health = ex.route.cluster.health
+            if health is not None:
+                health.on_result(ex.endpoint, failure)
 
     def abandoned(self, ex: Exchange) -> bool:
         return self.closed or ex is not self.exchange
@@ -495,6 +510,8 @@ class DownstreamConnection(asyncio.Protocol):
             return
         self.deadline = 0.0
         if timer == RESPONSE and ex is not None:
+            if ex.upstream is not None:  # connected, but no answer in time
+                self._endpoint_failed(ex, Failure.TIMEOUT)
             self.respond_error(ex, ErrorCode.UPSTREAM_TIMEOUT,
                                f"no response from upstream within {ex.route.timeout:g}s")
             self.flush()
