@@ -18,8 +18,9 @@ from typing import Any
 from .config import Config, ConfigError, load_file
 from .config.consul import ConsulConfig
 from .config.load import SERVICE_NAME
-from .config.model import Endpoint
+from .config.model import Endpoint, InboundRoute
 from .discovery import Discovery, EndpointSet, StaticFileDiscovery
+from .inbound.policy import RoutePolicy
 from .routing.cluster import Cluster
 from .routing.router import RouteEntry, Router
 from .telemetry import names
@@ -39,6 +40,8 @@ class Sidecar:
         self.discovery: Discovery = _discovery(config)
         self.registration: Any = None  # discovery.registration.Registration, with Consul
         self.identity: Any = None  # identity.provider.IdentityProvider, when configured
+        self.auth: Any = None  # auth.runtime.AuthRuntime, when JWT providers are configured
+        self.rate_limits: Any = None  # ratelimit.limiter.RateLimits
         self.clusters: dict[str, Cluster] = {}
         self.app_cluster = Cluster(config.service.name, config.upstream, self.loop)
         self.listeners: dict[str, Listener] = {}
@@ -67,8 +70,13 @@ class Sidecar:
         app = Endpoint(*config.app.address)
         self.app_cluster.update(EndpointSet(name, (app,), known=True))
         inbound_stats = self.metrics.requests("inbound", name)
-        inbound = Router([RouteEntry("app", self.app_cluster, inbound_stats,
-                                     config.upstream.timeout)])
+        inbound = Router([
+            *(RouteEntry(r.name, self.app_cluster, inbound_stats,
+                         r.timeout if r.timeout is not None else config.upstream.timeout,
+                         r.match.host, r.match.path_prefix, policy=self._policy(config, r))
+              for r in config.inbound_routes),
+            RouteEntry("app", self.app_cluster, inbound_stats, config.upstream.timeout,
+                       policy=self._policy(config, None))])
         entries = [RouteEntry(r.name, self._cluster(r.service),
                               self.metrics.requests("outbound", r.service),
                               r.timeout if r.timeout is not None else config.upstream.timeout,
@@ -90,6 +98,24 @@ class Sidecar:
                                       self.metrics.requests("outbound", "-")),
         }
 
+    def _policy(self, config: Config, route: InboundRoute | None) -> RoutePolicy | None:
+        """The route's stack (JWT → RBAC → rate limits); None when it has nothing to check.
+        `route` None: requests no inbound route matched (service-wide limits only)."""
+        name = route.name if route is not None else "default"
+        limiter = self.rate_limits.for_route(name, route.rate_limits if route else ())
+        guard = rbac = None
+        if route is not None and route.jwt is not None:
+            from .auth.guard import RouteGuard
+            guard = RouteGuard(self.auth.verifier, route.jwt)
+        if route is not None and route.rbac is not None and route.rbac.rules:
+            from .auth.rbac import Rbac
+            rbac = Rbac(route.rbac)
+        if guard is None and rbac is None and limiter is None:
+            return None
+        return RoutePolicy(name, config.service.name, self.metrics, guard=guard,
+                           jwt_dry_run=route.jwt.dry_run if route and route.jwt else False,
+                           rbac=rbac, limiter=limiter)
+
     # running ------------------------------------------------------------------------
     async def start(self) -> None:
         from .admin.server import AdminServer  # aiohttp stays off the data plane's imports
@@ -100,6 +126,11 @@ class Sidecar:
             self.identity = provider_for(identity, self.config.service.namespace,
                                          self.config.service.name)
             await self.identity.start()  # no certificate, no mesh: fails the start loudly
+        if self.config.auth.providers:
+            from .auth.runtime import AuthRuntime
+            self.auth = AuthRuntime(self.config.auth)  # reads key files: ConfigError if bad
+            await self.auth.start()  # fetches JWKS URLs once; a failure fails closed, later
+        self.rate_limits = _rate_limits(self.config)
         await self.discovery.start()
         states = self._states(self.config)
         for name in ("inbound", "outbound"):
@@ -143,10 +174,18 @@ class Sidecar:
                            " (rotated certificate files are picked up without one)")
         if config.upstream.mtls != self.config.upstream.mtls:
             restart.append("upstream.mtls: changing it needs a restart")
+        if config.auth != self.config.auth:
+            restart.append("auth: changing JWT providers needs a restart (routes' jwt and rbac"
+                           " settings reload)")
+        old_rl, new_rl = self.config.rate_limiting, config.rate_limiting
+        if (old_rl.policy, old_rl.redis) != (new_rl.policy, new_rl.redis):
+            restart.append("rate_limiting: changing the policy or Redis settings needs a restart")
         if restart:
             self.metrics.inc(names.CONFIG_RELOADS, result="rejected")
             return restart
         self.config = config
+        if config.rate_limiting != self.rate_limits.config:  # new buckets; the same store
+            self.rate_limits = _rate_limits(config, self.rate_limits.store)
         if isinstance(self.discovery, StaticFileDiscovery):
             self.discovery.configure(config.discovery.static)
         for name, state in self._states(config).items():
@@ -175,6 +214,10 @@ class Sidecar:
         if self.admin is not None:
             await self.admin.stop()
         await self.discovery.stop()
+        if self.auth is not None:
+            await self.auth.aclose()
+        if self.rate_limits is not None:
+            await self.rate_limits.close()
         if self.identity is not None:
             await self.identity.stop()
         for cluster in [*self.clusters.values(), self.app_cluster]:
@@ -211,6 +254,9 @@ class Sidecar:
                 yield names.TLS_HANDSHAKES, {"listener": name, "result": "ok"}, listener.tls.ok
                 for reason, count in sorted(listener.tls.failed.items()):
                     yield names.TLS_HANDSHAKES, {"listener": name, "result": reason}, count
+        store = self.rate_limits.store if self.rate_limits is not None else None
+        if store is not None:
+            yield names.RATE_LIMIT_STORE_UP, {}, 1.0 if store.ready() else 0.0
         if self.identity is not None and self.identity.contexts is not None:
             yield names.CERTIFICATE_EXPIRY, {}, self.identity.seconds_left()
             yield names.CERTIFICATE_ROTATIONS, {}, self.identity.rotations
@@ -235,6 +281,12 @@ class Sidecar:
                 for state in ("closed", "open", "half_open"):
                     yield (names.CIRCUIT_BREAKER_STATE, {"service": cluster.name, "state": state},
                            1.0 if current == state else 0.0)
+
+
+def _rate_limits(config: Config, store: Any = None) -> Any:
+    from .ratelimit.limiter import RateLimits  # redis is imported only with policy: redis
+
+    return RateLimits(config.rate_limiting, config.service.name, store=store)
 
 
 def _discovery(config: Config) -> Discovery:

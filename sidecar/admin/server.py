@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import re
 import time
 from datetime import UTC, datetime
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -18,20 +20,31 @@ if TYPE_CHECKING:
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 REDACTED = "<redacted>"
-SECRET_WORDS = ("secret", "password", "token", "key")
+SECRET_WORDS = ("secret", "password", "token")
+_USERINFO = re.compile(r"(?<=://)[^/@]*@")  # redis://user:password@host
 
 
 def redact(value: Any) -> Any:
     """The effective config as JSON, with anything that looks like a secret hidden."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: (REDACTED if any(w in f.name for w in SECRET_WORDS)
-                         and getattr(value, f.name) else redact(getattr(value, f.name)))
+        return {f.name: (REDACTED if _secret(f.name) and getattr(value, f.name)
+                         else redact(getattr(value, f.name)))
                 for f in dataclasses.fields(value)}
     if isinstance(value, tuple | list):
         if len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int):
             return f"{value[0]}:{value[1]}"  # an address
         return [redact(v) for v in value]
+    if isinstance(value, frozenset | set):
+        return sorted(redact(v) for v in value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, str) and "://" in value:
+        return _USERINFO.sub(REDACTED + "@", value)
     return value
+
+
+def _secret(name: str) -> bool:
+    return any(w in name for w in SECRET_WORDS) or name == "key" or name.endswith("_key")
 
 
 class AdminServer:
@@ -45,6 +58,7 @@ class AdminServer:
             web.get("/internal/v1/metrics", self.metrics),
             web.get("/internal/v1/config", self.config),
             web.get("/internal/v1/clusters", self.clusters),
+            web.get("/internal/v1/explain", self.explain),
             web.post("/internal/v1/config/reload", self.reload),
         ])
         self.app = app
@@ -118,6 +132,36 @@ class AdminServer:
             identity = None
         return web.json_response({"clusters": out, "identity": identity})
 
+    async def explain(self, request: web.Request) -> web.Response:
+        """Which inbound route a request would match and what each policy would decide;
+        nothing is sent upstream, counted, or taken from a rate limit. The request is
+        described by `method`, `path`, `host`, `peer` (a SPIFFE ID), `client_ip` in the
+        query, and by the headers of this request that are not the admin call's own
+        (e.g. `Authorization`)."""
+        from ..protocol.events import RequestHead
+
+        q = request.query
+        listener = self.sidecar.listeners.get("inbound")
+        if listener is None:
+            return web.json_response({"error": "no inbound listener"}, status=404)
+        path = q.get("path", "/")
+        if not path.startswith("/"):
+            return web.json_response({"error": "path must start with /"}, status=400)
+        headers = [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                   for k, v in request.headers.items() if k.lower() not in _OWN_HEADERS]
+        head = RequestHead(q.get("method", "GET").upper().encode("latin-1"),
+                           path.encode("latin-1"), "1.1", headers, True)
+        head.authority = q.get("host", "").lower().encode("latin-1")
+        entry = listener.state.router.route(head)
+        body: dict[str, Any] = {"route": entry.name if entry is not None else None}
+        steps = []
+        if entry is not None and entry.policy is not None:
+            steps = await entry.policy.explain(head, q.get("peer"), q.get("client_ip", "127.0.0.1"))
+        body["policies"] = steps
+        enforced = [s for s in steps if s["decision"] == "deny" and not s["dry_run"]]
+        body["decision"] = "deny" if enforced else "allow"
+        return web.json_response(body)
+
     async def config(self, request: web.Request) -> web.Response:
         sc = self.sidecar
         body: dict[str, Any] = {"config": redact(sc.config), "discovery": sc.discovery.describe()}
@@ -130,6 +174,11 @@ class AdminServer:
         if problems:
             return web.json_response({"status": "rejected", "problems": problems}, status=400)
         return web.json_response({"status": "reloaded", "source": self.sidecar.config.source})
+
+
+# Headers of the admin call itself, not of the request being explained.
+_OWN_HEADERS = frozenset(("host", "user-agent", "accept", "accept-encoding", "connection",
+                          "content-length"))
 
 
 async def _reachable(address: tuple[str, int], timeout: float = 0.5) -> bool:

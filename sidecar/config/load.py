@@ -8,7 +8,11 @@ from typing import Any
 
 import yaml
 
+from ..auth.config import AuthConfig
+from ..auth.parse import read_auth
+from ..auth.parse_route import read_rbac, read_route_auth
 from ..health.config import parse_health
+from ..ratelimit.config import read_rules, read_section
 from .consul import ConsulConfig, RegistrationConfig
 from .errors import ConfigError
 from .fields import Fields, join, parse_address
@@ -19,6 +23,7 @@ from .model import (
     Discovery,
     Endpoint,
     Identity,
+    InboundRoute,
     Limits,
     Listener,
     Listeners,
@@ -55,6 +60,7 @@ def load_data(data: Any, source: str | None = None, base_dir: Path | None = None
     top = Fields(data, "", problems)
     service = _service(top.child("service"))
     identity = _identity(top.child("identity"), base_dir) if top.has("identity") else None
+    auth = read_auth(top.child("auth"), base_dir)
     listeners = _listeners(top.child("listeners"), identity is not None)
     config = Config(
         service=service,
@@ -65,6 +71,9 @@ def load_data(data: Any, source: str | None = None, base_dir: Path | None = None
         limits=_limits(top.child("limits")),
         upstream=_upstream(top.child("upstream"), identity is not None),
         identity=identity,
+        auth=auth,
+        rate_limiting=read_section(top.child("rate_limiting")),
+        inbound_routes=_inbound_routes(top, problems, auth),
         source=source,
     )
     top.finish()
@@ -264,20 +273,43 @@ def _routes(top: Fields, problems: list[str]) -> tuple[Route, ...]:
         if name in names:
             f.problem("name", f"duplicate route name {name!r}")
         names.add(name)
-        m = f.child("match")
-        host = m.optional_string("host")
-        if host is not None and not HOST.fullmatch(host.lower()):
-            m.problem("host", f"must be a host name (got {host!r})")
-        prefix = m.string("path_prefix", "/")
-        if not prefix.startswith("/"):
-            m.problem("path_prefix", "must start with /")
-        m.finish()
+        match = _match(f.child("match"))
         timeout = f.optional_duration("timeout")
-        out.append(Route(name=name, service=service,
-                         match=RouteMatch(host.lower() if host else None, prefix),
+        out.append(Route(name=name, service=service, match=match,
                          timeout=timeout, host_rewrite=f.optional_string("host_rewrite")))
         f.finish()
     return tuple(out)
+
+
+def _inbound_routes(top: Fields, problems: list[str], auth: AuthConfig) -> tuple[InboundRoute, ...]:
+    out: list[InboundRoute] = []
+    providers = [p.name for p in auth.providers]
+    for i, (path, raw) in enumerate(top.items("inbound_routes")):
+        f = Fields(raw, path, problems)
+        name = f.string("name", f"inbound-{i}")
+        if any(r.name == name for r in out):
+            f.problem("name", f"duplicate route name {name!r}")
+        match = _match(f.child("match"))
+        jwt = read_route_auth(f.data.get("jwt"), join(path, "jwt"), problems, providers) \
+            if f.has("jwt") else None
+        rbac = read_rbac(f.data.get("rbac"), join(path, "rbac"), problems) \
+            if f.has("rbac") else None
+        f.seen.update(("jwt", "rbac"))
+        out.append(InboundRoute(name=name, match=match, jwt=jwt, rbac=rbac,
+                                rate_limits=read_rules(f), timeout=f.optional_duration("timeout")))
+        f.finish()
+    return tuple(out)
+
+
+def _match(m: Fields) -> RouteMatch:
+    host = m.optional_string("host")
+    if host is not None and not HOST.fullmatch(host.lower()):
+        m.problem("host", f"must be a host name (got {host!r})")
+    prefix = m.string("path_prefix", "/")
+    if not prefix.startswith("/"):
+        m.problem("path_prefix", "must start with /")
+    m.finish()
+    return RouteMatch(host.lower() if host else None, prefix)
 
 
 def _limits(f: Fields) -> Limits:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..auth.config import AuthConfig, RbacConfig, RouteAuth
 from ..health.config import HealthSettings
+from ..ratelimit.config import RateLimiting, Rule
 from .consul import ConsulConfig
 
 Address = tuple[str, int]
@@ -95,6 +97,22 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class InboundRoute:
+    """Policy for requests into the local app: the first route that matches applies.
+
+    The stack runs in this order: identity (mTLS, at the handshake) → JWT → RBAC →
+    rate limits → the app. A request no inbound route matches gets no route policy
+    (service-wide rate limits still apply)."""
+
+    name: str
+    match: RouteMatch = RouteMatch()
+    jwt: RouteAuth | None = None
+    rbac: RbacConfig | None = None
+    rate_limits: tuple[Rule, ...] = ()
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Limits:
     max_connections: int = 10_000  # per listener; beyond it, new connections are closed at once
     max_header_bytes: int = 64 * 1024  # request line + headers; beyond it, 431
@@ -164,5 +182,8 @@ class Config:
     limits: Limits = Limits()
     upstream: Upstream = Upstream()
     identity: Identity | None = None
+    auth: AuthConfig = field(default_factory=AuthConfig)  # JWT providers, claim headers
+    rate_limiting: RateLimiting = field(default_factory=RateLimiting)
+    inbound_routes: tuple[InboundRoute, ...] = ()
     # Where the config came from (None: embedded defaults); reload re-reads this file.
     source: str | None = field(default=None, compare=False)

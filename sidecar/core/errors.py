@@ -29,6 +29,7 @@ class ErrorCode(Enum):
     FORBIDDEN = "FORBIDDEN"
     RATE_LIMITED = "RATE_LIMITED"
     CIRCUIT_OPEN = "CIRCUIT_OPEN"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
     DRAINING = "DRAINING"
 
     @property
@@ -58,6 +59,7 @@ _STATUS: dict[ErrorCode, tuple[int, bool]] = {
     ErrorCode.FORBIDDEN: (403, False),
     ErrorCode.RATE_LIMITED: (429, False),
     ErrorCode.CIRCUIT_OPEN: (503, False),
+    ErrorCode.INTERNAL_ERROR: (500, False),
     ErrorCode.DRAINING: (503, True),
 }
 assert set(_STATUS) == set(ErrorCode), "every error code needs a status"

@@ -9,7 +9,7 @@ from ..protocol.events import RequestHead
 
 class Exchange:
     __slots__ = ("breaker", "downstream", "endpoint", "forwarded", "head", "keep_alive", "pending", "pick",
-                 "request_done", "request_id", "response_chunked", "response_started",
+                 "request_done", "request_id", "response_chunked", "response_extra", "response_started",
                  "retried", "route", "start", "stats", "status", "upstream")
 
     def __init__(self, downstream: Any, head: RequestHead, request_id: bytes,
@@ -31,6 +31,7 @@ class Exchange:
         self.request_done = not (head.chunked or head.content_length)
         self.response_started = False
         self.response_chunked = False
+        self.response_extra = b""  # header lines the sidecar adds to the response (RateLimit-*)
         self.retried = False
         self.status = 0
 

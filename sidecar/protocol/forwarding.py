@@ -111,11 +111,12 @@ def body_allowed(status: int, method: bytes) -> bool:
 
 
 def response_head(head: ResponseHead, *, request_id: bytes, keep_alive: bool,
-                  chunked: bool) -> bytes:
-    """The head to send downstream; `chunked` when we frame the body in chunks."""
+                  chunked: bool, extra: bytes = b"") -> bytes:
+    """The head to send downstream; `chunked` when we frame the body in chunks; `extra`:
+    header lines of our own (`name: value\r\n` each)."""
     raw = head.raw
     if raw is None or (head.connection is not None and _dropped(head.connection) is not HOP_BY_HOP):
-        return _rebuilt_response_head(head, request_id, keep_alive, chunked)
+        return _rebuilt_response_head(head, request_id, keep_alive, chunked, extra)
     # Edit the received bytes: cut the hop-by-hop lines, keep the rest as it came.
     cuts = head.cuts
     if cuts:
@@ -132,6 +133,8 @@ def response_head(head: ResponseHead, *, request_id: bytes, keep_alive: bool,
     if not head.has_request_id:
         out += (b"x-request-id: ", request_id, _CRLF)
     out.append(b"via: 1.1 sidecar\r\n")
+    if extra:
+        out.append(extra)
     return _finish_response_head(out, head, keep_alive, chunked)
 
 
@@ -149,7 +152,7 @@ def _finish_response_head(out: list[bytes], head: ResponseHead, keep_alive: bool
 
 
 def _rebuilt_response_head(head: ResponseHead, request_id: bytes, keep_alive: bool,
-                           chunked: bool) -> bytes:
+                           chunked: bool, extra: bytes) -> bytes:
     """Field by field: for heads without raw bytes, or whose Connection names more fields."""
     drop = _dropped(head.connection)
     out = [status_line(head.status)]
@@ -163,6 +166,8 @@ def _rebuilt_response_head(head: ResponseHead, request_id: bytes, keep_alive: bo
     if not has_id:
         out += (b"x-request-id: ", request_id, _CRLF)
     out.append(b"via: 1.1 sidecar\r\n")
+    if extra:
+        out.append(extra)
     return _finish_response_head(out, head, keep_alive, chunked)
 
 

@@ -23,11 +23,12 @@ def host_of(authority: bytes) -> bytes:
 
 
 class RouteEntry:
-    __slots__ = ("cluster", "host", "host_rewrite", "name", "prefix", "stats", "timeout")
+    __slots__ = ("cluster", "host", "host_rewrite", "name", "policy", "prefix", "stats",
+                 "timeout")
 
     def __init__(self, name: str, cluster: Cluster, stats: Any, timeout: float,
                  host: str | None = None, prefix: str = "/",
-                 host_rewrite: str | None = None) -> None:
+                 host_rewrite: str | None = None, policy: Any = None) -> None:
         self.name = name
         self.cluster = cluster
         self.stats = stats
@@ -35,6 +36,7 @@ class RouteEntry:
         self.host = host.encode() if host else None
         self.prefix = prefix.encode()
         self.host_rewrite = host_rewrite.encode() if host_rewrite else None
+        self.policy = policy  # inbound.policy.RoutePolicy: what a request must pass, or None
 
 
 class Router:

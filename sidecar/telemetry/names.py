@@ -20,6 +20,11 @@ UPSTREAM_ENDPOINTS = "sidecar_upstream_endpoints"  # gauge{service, state=health
 # state is closed|open|half_open. Exported once breakers are wired (issue 5);
 # deploy/prometheus/ already alerts on it (circuit_breaker_open).
 CIRCUIT_BREAKER_STATE = "sidecar_circuit_breaker_state"  # gauge{service, state}
+# Inbound policy: requests refused (or, in dry-run, that would have been) by policy=jwt|rbac|
+# rate_limit; reason is bounded (a JWT failure kind, rule|default_deny, limited).
+POLICY_DENIALS = "sidecar_policy_denials_total"  # counter{service, policy, reason, mode}
+# 1 while the global rate-limit store (Redis) answers; 0 while falling back.
+RATE_LIMIT_STORE_UP = "sidecar_rate_limit_store_up"  # gauge
 # Identity and TLS. result is ok or a bounded failure reason (expired, unknown_ca, revoked,
 # no_client_cert, bad_purpose, timeout, protocol, ...; see transport/tls.py).
 TLS_HANDSHAKES = "sidecar_tls_handshakes_total"  # counter{listener, result}

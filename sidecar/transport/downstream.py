@@ -25,6 +25,7 @@ from ..core.errors import ErrorCode, envelope
 from ..core.exchange import Exchange
 from ..core.request_id import new_request_id
 from ..health.outlier import Failure
+from ..inbound.policy import Denied
 from ..protocol.events import Headers, RequestHead, ResponseHead
 from ..protocol.forwarding import body_allowed, request_head, response_head, simple_response
 from ..protocol.h1 import LAST_CHUNK, ProtocolError, RequestReader, encode_chunk
@@ -54,7 +55,8 @@ class DownstreamConnection(asyncio.Protocol):
         self.backlog: deque[tuple[int, Any]] = deque()
         self.wbuf: list[bytes] = []
         self.client_ip = b"unknown"
-        self.peer_identity: bytes | None = None  # the mTLS peer's SPIFFE ID
+        self.peer: str | None = None  # the mTLS peer's SPIFFE ID
+        self.client_ip_str = "unknown"
         self.xfcc: bytes | None = None  # x-forwarded-client-cert for the app, with the peer
         self.proto: bytes | None = None  # b"https" once TLS is up; else the listener's
         self.deadline = 0.0
@@ -73,7 +75,8 @@ class DownstreamConnection(asyncio.Protocol):
             return
         peer = transport.get_extra_info("peername")
         if peer:
-            self.client_ip = str(peer[0]).encode()
+            self.client_ip_str = str(peer[0])
+            self.client_ip = self.client_ip_str.encode()
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -185,11 +188,31 @@ class DownstreamConnection(asyncio.Protocol):
         ex.stats = entry.stats
         self.timer = RESPONSE
         self.deadline = now + entry.timeout
+        policy = entry.policy
+        if policy is not None:
+            verdict = policy.check(ex, self.peer, self.client_ip_str)
+            if verdict is not None:
+                if isinstance(verdict, Denied):
+                    self.respond_error(ex, verdict.code, verdict.message, verdict.headers)
+                else:  # a policy step must wait (JWKS refresh, Redis): the body waits too
+                    ex.pending = []
+                    self.listener.wait_for(verdict, lambda result: self._passed(ex, result))
+                return
         if not entry.cluster.settled:  # discovery's first answer is on its way: wait for it
             ex.pending = []
             entry.cluster.when_settled(lambda: self._settled(ex))
             return
         self._dispatch_to(ex)
+
+    def _passed(self, ex: Exchange, verdict: Any) -> None:
+        """A policy that had to wait has decided."""
+        if ex is not self.exchange or ex.response_started:
+            return  # the client left, or the wait timed out
+        if verdict is not None:
+            self.respond_error(ex, verdict.code, verdict.message, verdict.headers)
+            self.flush()
+            return
+        ex.route.cluster.when_settled(lambda: self._settled(ex))
 
     def _settled(self, ex: Exchange) -> None:
         if ex is not self.exchange or ex.response_started:
@@ -296,7 +319,7 @@ class DownstreamConnection(asyncio.Protocol):
         ex.keep_alive = keep
         ex.response_chunked = chunked
         self.wbuf.append(response_head(head, request_id=ex.request_id, keep_alive=keep,
-                                       chunked=chunked))
+                                       chunked=chunked, extra=ex.response_extra))
         self.timer = BODY
         # From the request's start, not now: a clock read saved, and timeouts are coarse.
         self.deadline = ex.start + self.listener.state.limits.idle_timeout
@@ -403,7 +426,8 @@ class DownstreamConnection(asyncio.Protocol):
     def abandoned(self, ex: Exchange) -> bool:
         return self.closed or ex is not self.exchange
 
-    def respond_error(self, ex: Exchange, code: ErrorCode, message: str) -> None:
+    def respond_error(self, ex: Exchange, code: ErrorCode, message: str,
+                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
         """Answer `ex` with the sidecar's error envelope, or cut the connection if too late."""
         if ex.response_started:
             self.abort()
@@ -418,7 +442,7 @@ class DownstreamConnection(asyncio.Protocol):
         service = ex.route.cluster.name if ex.route is not None else self.listener.state.service
         body = envelope(code, message, ex.request_id.decode(), service)
         self.wbuf.append(simple_response(code.status, body, request_id=ex.request_id,
-                                         keep_alive=keep))
+                                         keep_alive=keep, extra=headers))
         self._finish(ex)
 
     def _reject(self, err: ProtocolError) -> None:

@@ -13,6 +13,8 @@ from time import monotonic
 from typing import Any
 
 from ..config.model import Limits
+from ..core.errors import ErrorCode
+from ..inbound.policy import Denied
 from ..telemetry import names
 from ..telemetry.metrics import Metrics, RequestStats
 from .downstream import DownstreamConnection
@@ -21,6 +23,8 @@ from .tls import TlsGate, TlsServerConnection
 log = logging.getLogger("sidecar.listener")
 
 SWEEP_INTERVAL = 0.1  # resolution of every timeout, in seconds
+# A policy step that raised: the request is refused rather than let through unchecked.
+_FAILED = Denied(ErrorCode.INTERNAL_ERROR, "a policy check failed", [])
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,7 @@ class Listener:
         self.draining = False
         self.accepted = 0
         self._sweeper: asyncio.Task[None] | None = None
+        self._waits: set[asyncio.Task[None]] = set()
 
     async def start(self, address: tuple[str, int]) -> None:
         host, port = address
@@ -57,6 +62,21 @@ class Listener:
         self._sweeper = self.loop.create_task(self._sweep())
         log.info("listening", extra={"listener": self.name,
                                      "address": f"{self.address[0]}:{self.address[1]}"})
+
+    def wait_for(self, awaitable: Any, then: Any) -> None:
+        """Await `awaitable` off the hot path (a policy step that must wait) and hand its
+        result to `then`; a failure is logged and answered as a denial would not be: 500."""
+        async def run() -> None:
+            try:
+                result = await awaitable
+            except Exception:
+                log.exception("a policy step failed")
+                result = _FAILED
+            then(result)
+
+        task = self.loop.create_task(run())
+        self._waits.add(task)
+        task.add_done_callback(self._waits.discard)
 
     def _protocol(self) -> asyncio.Protocol:
         conn = DownstreamConnection(self)

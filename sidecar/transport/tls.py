@@ -179,7 +179,7 @@ class TlsServerConnection(asyncio.Protocol):
         peer = peer_spiffe_id(cert)
         if peer is not None:
             der = sslobj.getpeercert(binary_form=True) or b""
-            self.inner.peer_identity = peer.encode()
+            self.inner.peer = peer
             self.inner.xfcc = b"By=%b;Hash=%b;URI=%b" % (
                 self.gate.local_id, hashlib.sha256(der).hexdigest().encode(), peer.encode())
         # The request head must now arrive within the usual limit.

@@ -1,0 +1,1 @@
+"""The inbound side's policy: what a request into the local app must pass (see `policy`)."""
