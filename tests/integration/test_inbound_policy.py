@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
