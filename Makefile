@@ -20,6 +20,7 @@ demo: $(STAMP)
 system-deps:
 	bash scripts/install-system-deps.sh
 	bash scripts/install-consul.sh
+	bash scripts/install-jaeger.sh
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider

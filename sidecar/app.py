@@ -42,6 +42,8 @@ class Sidecar:
         self.identity: Any = None  # identity.provider.IdentityProvider, when configured
         self.auth: Any = None  # auth.runtime.AuthRuntime, when JWT providers are configured
         self.rate_limits: Any = None  # ratelimit.limiter.RateLimits
+        self.tracer: Any = None  # telemetry.tracing.Tracer, when tracing is on
+        self.access_log: Any = None  # telemetry.access_log.AccessLog, when on
         self.clusters: dict[str, Cluster] = {}
         self.app_cluster = Cluster(config.service.name, config.upstream, self.loop)
         self.listeners: dict[str, Listener] = {}
@@ -93,9 +95,10 @@ class Sidecar:
         outbound = Router(entries, implicit)
         return {
             "inbound": ListenerState("inbound", name, b"http", config.limits, inbound,
-                                     inbound_stats),
+                                     inbound_stats, self.tracer, self.access_log),
             "outbound": ListenerState("outbound", name, b"http", config.limits, outbound,
-                                      self.metrics.requests("outbound", "-")),
+                                      self.metrics.requests("outbound", "-"), self.tracer,
+                                      self.access_log),
         }
 
     def _policy(self, config: Config, route: InboundRoute | None) -> RoutePolicy | None:
@@ -131,6 +134,14 @@ class Sidecar:
             self.auth = AuthRuntime(self.config.auth)  # reads key files: ConfigError if bad
             await self.auth.start()  # fetches JWKS URLs once; a failure fails closed, later
         self.rate_limits = _rate_limits(self.config)
+        if self.config.tracing is not None:
+            from .telemetry.tracing import Tracer  # the OpenTelemetry SDK loads only here
+            self.tracer = Tracer(self.config.tracing)
+            self.metrics.gauges(self.tracer.metric_samples)
+        if self.config.access_log is not None:
+            from .telemetry.access_log import AccessLog
+            self.access_log = AccessLog(self.config.access_log)
+            self.metrics.gauges(self.access_log.metric_samples)
         await self.discovery.start()
         states = self._states(self.config)
         for name in ("inbound", "outbound"):
@@ -174,6 +185,9 @@ class Sidecar:
                            " (rotated certificate files are picked up without one)")
         if config.upstream.mtls != self.config.upstream.mtls:
             restart.append("upstream.mtls: changing it needs a restart")
+        for section in ("tracing", "access_log"):
+            if getattr(config, section) != getattr(self.config, section):
+                restart.append(f"telemetry.{section}: changing it needs a restart")
         if config.auth != self.config.auth:
             restart.append("auth: changing JWT providers needs a restart (routes' jwt and rbac"
                            " settings reload)")
@@ -216,6 +230,10 @@ class Sidecar:
         await self.discovery.stop()
         if self.auth is not None:
             await self.auth.aclose()
+        if self.tracer is not None:  # export what is queued, off the loop
+            await asyncio.to_thread(self.tracer.shutdown)
+        if self.access_log is not None:
+            await asyncio.to_thread(self.access_log.close)
         if self.rate_limits is not None:
             await self.rate_limits.close()
         if self.identity is not None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -13,6 +14,7 @@ from ..auth.parse import read_auth
 from ..auth.parse_route import read_rbac, read_route_auth
 from ..health.config import parse_health
 from ..ratelimit.config import read_rules, read_section
+from ..telemetry.config import AccessLogConfig, TracingConfig
 from .consul import ConsulConfig, RegistrationConfig
 from .errors import ConfigError
 from .fields import Fields, join, parse_address
@@ -61,6 +63,7 @@ def load_data(data: Any, source: str | None = None, base_dir: Path | None = None
     service = _service(top.child("service"))
     identity = _identity(top.child("identity"), base_dir) if top.has("identity") else None
     auth = read_auth(top.child("auth"), base_dir)
+    tracing, access_log = _telemetry(top.child("telemetry"), service)
     listeners = _listeners(top.child("listeners"), identity is not None)
     config = Config(
         service=service,
@@ -74,6 +77,8 @@ def load_data(data: Any, source: str | None = None, base_dir: Path | None = None
         auth=auth,
         rate_limiting=read_section(top.child("rate_limiting")),
         inbound_routes=_inbound_routes(top, problems, auth),
+        tracing=tracing,
+        access_log=access_log,
         source=source,
     )
     top.finish()
@@ -310,6 +315,74 @@ def _match(m: Fields) -> RouteMatch:
         m.problem("path_prefix", "must start with /")
     m.finish()
     return RouteMatch(host.lower() if host else None, prefix)
+
+
+def _telemetry(f: Fields, service: ServiceIdentity
+               ) -> tuple[TracingConfig | None, AccessLogConfig | None]:
+    tracing = access_log = None
+    if f.has("tracing") and f.data["tracing"] is not False:
+        t = f.child("tracing")
+        d = TracingConfig(service_name=service.name)
+        no_attrs: dict[str, str] = {}
+        attrs = t.value("resource_attributes", no_attrs, _str_dict, "a mapping of strings")
+        tracing = _built(t, lambda: TracingConfig(
+            service_name=service.name,
+            endpoint=t.string("endpoint", d.endpoint),
+            sample_ratio=t.value("sample_ratio", d.sample_ratio, _ratio, "a number in [0, 1]"),
+            max_queue_size=t.integer("max_queue_size", d.max_queue_size, minimum=1),
+            max_export_batch_size=t.integer("max_export_batch_size", d.max_export_batch_size,
+                                            minimum=1),
+            schedule_delay_s=t.duration("schedule_delay", d.schedule_delay_s),
+            export_timeout_s=t.duration("export_timeout", d.export_timeout_s),
+            resource_attributes=attrs))
+    else:
+        f.seen.add("tracing")
+    if f.has("access_log") and f.data["access_log"] not in (False, None):
+        raw = f.data["access_log"]
+        a = Fields({} if raw is True else raw, join(f.path, "access_log"), f.problems)
+        f.seen.add("access_log")
+        d2 = AccessLogConfig()
+        access_log = _built(a, lambda: AccessLogConfig(
+            path=a.string("path", d2.path),
+            sample_ratio=a.value("sample_ratio", d2.sample_ratio, _ratio, "a number in [0, 1]"),
+            always_log_errors=a.boolean("always_log_errors", d2.always_log_errors),
+            query=a.string("query", d2.query, re.compile("redact|keep|drop"),
+                           "one of redact, keep, drop"),  # type: ignore[arg-type]
+            max_queue_size=a.integer("max_queue_size", d2.max_queue_size, minimum=1),
+            flush_interval_s=a.duration("flush_interval", d2.flush_interval_s)))
+    else:
+        f.seen.add("access_log")
+    f.finish()
+    return tracing, access_log
+
+
+T = TypeVar("T")
+
+
+def _built(f: Fields, build: Callable[[], T]) -> T | None:
+    """`build()`, with its own checks' complaints (one per line) reported under f's path."""
+    try:
+        return build()
+    except ValueError as exc:
+        for line in str(exc).splitlines():
+            key, _, message = line.partition(": ")
+            f.problem(key, message)
+        return None
+    finally:
+        f.finish()
+
+
+def _ratio(v: Any) -> float | None:
+    if isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1:
+        return float(v)
+    return None
+
+
+def _str_dict(v: Any) -> dict[str, str] | None:
+    if isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str | int | float)
+                                   for k, x in v.items()):
+        return {k: str(x) for k, x in v.items()}
+    return None
 
 
 def _limits(f: Fields) -> Limits:

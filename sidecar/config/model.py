@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from ..auth.config import AuthConfig, RbacConfig, RouteAuth
 from ..health.config import HealthSettings
 from ..ratelimit.config import RateLimiting, Rule
+from ..telemetry.config import AccessLogConfig, TracingConfig
 from .consul import ConsulConfig
 
 Address = tuple[str, int]
@@ -185,5 +186,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)  # JWT providers, claim headers
     rate_limiting: RateLimiting = field(default_factory=RateLimiting)
     inbound_routes: tuple[InboundRoute, ...] = ()
+    tracing: TracingConfig | None = None  # off unless configured
+    access_log: AccessLogConfig | None = None  # off unless configured
     # Where the config came from (None: embedded defaults); reload re-reads this file.
     source: str | None = field(default=None, compare=False)

@@ -8,9 +8,11 @@ from ..protocol.events import RequestHead
 
 
 class Exchange:
-    __slots__ = ("breaker", "downstream", "endpoint", "forwarded", "head", "keep_alive", "pending", "pick",
-                 "request_done", "request_id", "response_chunked", "response_extra", "response_started",
-                 "retried", "route", "start", "stats", "status", "upstream")
+    __slots__ = ("attempt", "breaker", "bytes_in", "bytes_out", "downstream", "endpoint", "flag",
+                 "forwarded", "head", "keep_alive", "pending", "pick", "request_done",
+                 "request_id", "response_chunked", "response_extra", "response_started",
+                 "retried", "route", "span", "start", "stats", "status", "try_span", "upstream",
+                 "upstream_s")
 
     def __init__(self, downstream: Any, head: RequestHead, request_id: bytes,
                  start: float) -> None:
@@ -34,6 +36,15 @@ class Exchange:
         self.response_extra = b""  # header lines the sidecar adds to the response (RateLimit-*)
         self.retried = False
         self.status = 0
+        # Telemetry: the trace of this hop (a server span inbound; the request's tries
+        # outbound), the try in flight, what the access log reports.
+        self.span: Any = None
+        self.try_span: Any = None
+        self.attempt = 0
+        self.flag = ""  # the sidecar's own answer or failure (an ErrorCode name), if any
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.upstream_s: float | None = None  # until the upstream's response head
 
     def settle(self, elapsed: float, ok: bool) -> None:
         """Report how it went, once: to the counters, the balancer and the breaker."""

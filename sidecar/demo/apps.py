@@ -29,6 +29,7 @@ from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
 __all__ = ["SERVICES", "build_app", "main"]
 
 SERVICES = ("user", "trading", "portfolio")
+TRACE_HEADERS = frozenset(("traceparent", "tracestate", "b3"))
 VERSION = "v1"
 SYMBOLS = ("AAPL", "MSFT", "NVDA", "AMZN", "GOOG", "TSLA", "JPM", "V")
 # Deterministic "market": the demo is about the mesh, not about prices.
@@ -186,6 +187,8 @@ def trading_app(outbound: str) -> web.Application:
         await simulated_work()
         order_id = f"ord-{next(ids):08d}"
         headers = {"Host": "portfolio", "X-Request-Id": order_id}
+        # Carry the trace on: the sidecars then see one trace from the order to portfolio.
+        headers.update({k: v for k, v in request.headers.items() if k.lower() in TRACE_HEADERS})
         try:
             async with request.app[session_key].post(update_url, json=trade, headers=headers) as r:
                 if r.status != 200:

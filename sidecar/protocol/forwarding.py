@@ -8,7 +8,8 @@ as one bytes object, ready for a single write.
 
 from __future__ import annotations
 
-from .events import RequestHead, ResponseHead
+from ..telemetry.propagation import PROPAGATION_HEADERS
+from .events import Headers, RequestHead, ResponseHead
 
 __all__ = ["body_allowed", "request_head", "response_head", "simple_response"]
 
@@ -57,11 +58,13 @@ def _dropped(connection: bytes | None) -> frozenset[bytes]:
 
 
 def request_head(head: RequestHead, *, client_ip: bytes, proto: bytes, request_id: bytes,
-                 host: bytes | None = None, xfcc: bytes | None = None) -> bytes:
+                 host: bytes | None = None, xfcc: bytes | None = None,
+                 trace: Headers | None = None) -> bytes:
     """The head to send upstream, always HTTP/1.1 and keep-alive.
 
     `x-forwarded-client-cert` is only ever ours (`xfcc`: the mTLS peer, Envoy's format):
-    one arriving from the client is dropped, whatever it claims."""
+    one arriving from the client is dropped, whatever it claims. With `trace` (this hop's
+    span as the next one's parent), the received trace context is replaced by it."""
     drop = HOP_BY_HOP if head.connection is None else _dropped(head.connection)
     out = [head.method, b" ", head.target, b" HTTP/1.1\r\n"]
     xff = None
@@ -69,6 +72,8 @@ def request_head(head: RequestHead, *, client_ip: bytes, proto: bytes, request_i
     for k, v in head.headers:
         if k in _SPECIAL_REQUEST:
             if k in drop or k == b"x-request-id" or k == b"x-forwarded-client-cert":
+                continue
+            if trace is not None and k in PROPAGATION_HEADERS:
                 continue
             if k == b"host":
                 if host is not None:
@@ -90,6 +95,9 @@ def request_head(head: RequestHead, *, client_ip: bytes, proto: bytes, request_i
         out += (b"x-forwarded-host: ", head.authority, _CRLF)
     if xfcc is not None:
         out += (b"x-forwarded-client-cert: ", xfcc, _CRLF)
+    if trace is not None:
+        for k, v in trace:
+            out += (k, _SEP, v, _CRLF)
     out += (b"x-request-id: ", request_id, b"\r\nvia: 1.1 sidecar\r\n")
     if head.chunked:
         out.append(b"transfer-encoding: chunked\r\n")
@@ -101,9 +109,9 @@ def request_head(head: RequestHead, *, client_ip: bytes, proto: bytes, request_i
     return b"".join(out)
 
 
-_SPECIAL_REQUEST = HOP_BY_HOP | {b"host", b"x-forwarded-for", b"x-request-id",
-                                 b"x-forwarded-proto", b"x-forwarded-host",
-                                 b"x-forwarded-client-cert"}
+_SPECIAL_REQUEST = HOP_BY_HOP | PROPAGATION_HEADERS | {
+    b"host", b"x-forwarded-for", b"x-request-id", b"x-forwarded-proto", b"x-forwarded-host",
+    b"x-forwarded-client-cert"}
 
 
 def body_allowed(status: int, method: bytes) -> bool:

@@ -87,6 +87,18 @@ _HELP = {
     names.UPSTREAM_CONNECT_ERRORS: "Failed connection attempts to upstream endpoints.",
     names.CONFIG_RELOADS: "Configuration reloads, by result.",
     names.DISCOVERY_ENDPOINTS: "Endpoints known for each service.",
+    names.UPSTREAM_ENDPOINTS: "Endpoints of each service, balanced over (healthy) or set aside.",
+    names.CIRCUIT_BREAKER_STATE: "Circuit breaker state per service (1 for the current one).",
+    names.POLICY_DENIALS: "Requests refused by inbound policy (or that would be, in dry-run).",
+    names.RATE_LIMIT_STORE_UP: "1 while the global rate-limit store answers, 0 while falling back.",
+    names.TLS_HANDSHAKES: "TLS handshakes on a listener, by result (ok or the failure reason).",
+    names.CERTIFICATE_EXPIRY: "Seconds until this sidecar's certificate expires.",
+    names.CERTIFICATE_ROTATIONS: "Certificate sets swapped in after the first.",
+    names.CERTIFICATE_LOAD_FAILURES: "Certificate sets refused (the current one stayed).",
+    names.TRACE_SPANS_EXPORTED: "Spans handed to the OTLP exporter.",
+    names.TRACE_SPANS_DROPPED: "Spans lost rather than waited for, by reason.",
+    names.ACCESS_LOG_RECORDS_WRITTEN: "Access-log lines written.",
+    names.ACCESS_LOG_RECORDS_DROPPED: "Access-log records lost rather than waited for, by reason.",
 }
 
 

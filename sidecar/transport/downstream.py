@@ -57,6 +57,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.client_ip = b"unknown"
         self.peer: str | None = None  # the mTLS peer's SPIFFE ID
         self.client_ip_str = "unknown"
+        self.client_port = 0
         self.xfcc: bytes | None = None  # x-forwarded-client-cert for the app, with the peer
         self.proto: bytes | None = None  # b"https" once TLS is up; else the listener's
         self.deadline = 0.0
@@ -77,6 +78,7 @@ class DownstreamConnection(asyncio.Protocol):
         if peer:
             self.client_ip_str = str(peer[0])
             self.client_ip = self.client_ip_str.encode()
+            self.client_port = peer[1]
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -118,6 +120,9 @@ class DownstreamConnection(asyncio.Protocol):
             self.tunnel.abort()
         if ex is not None:
             ex.abandon()
+            if ex.span is not None or self.listener.state.access_log is not None:
+                ex.flag = ex.flag or "CLIENT_GONE"
+                self._report(ex, monotonic() - ex.start)
             if ex.upstream is not None:
                 ex.upstream.cancel()
 
@@ -188,6 +193,8 @@ class DownstreamConnection(asyncio.Protocol):
         ex.stats = entry.stats
         self.timer = RESPONSE
         self.deadline = now + entry.timeout
+        if state.tracer is not None:
+            self._trace(ex, state)
         policy = entry.policy
         if policy is not None:
             verdict = policy.check(ex, self.peer, self.client_ip_str)
@@ -241,13 +248,64 @@ class DownstreamConnection(asyncio.Protocol):
             return
         ex.pick = pick
         ex.endpoint = pick.endpoint
-        ex.forwarded = request_head(ex.head, client_ip=self.client_ip,
-                                    proto=self.proto or self.listener.state.proto,
-                                    request_id=ex.request_id, host=entry.host_rewrite,
-                                    xfcc=self.xfcc)
+        self._forward(ex)
         if ex.pending is None:
             ex.pending = []
         self.to_send = ex
+
+    def _forward(self, ex: Exchange) -> None:
+        """The request head as this try sends it (with its trace context, when traced)."""
+        trace = None
+        span = ex.span
+        if span is not None:
+            if self.listener.state.direction == "outbound":  # a client span per try
+                ex.attempt += 1
+                ex.try_span = span.start_try(ex.endpoint.address, ex.attempt)
+                trace = ex.try_span.child_headers()
+            else:
+                trace = span.child_headers()
+        ex.forwarded = request_head(ex.head, client_ip=self.client_ip,
+                                    proto=self.proto or self.listener.state.proto,
+                                    request_id=ex.request_id, host=ex.route.host_rewrite,
+                                    xfcc=self.xfcc, trace=trace)
+
+    def _trace(self, ex: Exchange, state: Any) -> None:
+        head = ex.head
+        if state.direction == "inbound":
+            ex.span = state.tracer.start_server(
+                head.headers, head.method, head.target, authority=head.authority,
+                scheme="https" if self.proto else "http",
+                peer=(self.client_ip_str, self.client_port), route=ex.route.name,
+                request_id=ex.request_id)
+        else:
+            ex.span = state.tracer.start_outbound(
+                head.headers, head.method, head.target, authority=head.authority,
+                cluster=ex.route.cluster.name, request_id=ex.request_id)
+
+    def _report(self, ex: Exchange, elapsed: float) -> None:
+        """The exchange is over: end its spans, write its access-log line."""
+        state = self.listener.state
+        error = ex.flag or None
+        if ex.try_span is not None:
+            ex.try_span.end(ex.status, error)
+        span = ex.span
+        if span is not None and state.direction == "inbound":
+            span.end(ex.status, error)
+        log = state.access_log
+        if log is not None:
+            head = ex.head
+            flags = (ex.flag, "RETRIED") if ex.retried and ex.flag else \
+                ("RETRIED",) if ex.retried else (ex.flag,) if ex.flag else ()
+            log.log(request_id=ex.request_id, method=head.method, target=head.target,
+                    status=ex.status, duration_s=elapsed, authority=head.authority,
+                    trace_id=span.trace_id_hex if span is not None else "",
+                    headers=None if span is not None else head.headers,
+                    direction=state.direction,
+                    service=ex.route.cluster.name if ex.route is not None else state.service,
+                    bytes_in=ex.bytes_in, bytes_out=ex.bytes_out, upstream_s=ex.upstream_s,
+                    upstream=str(ex.endpoint.endpoint) if ex.endpoint is not None else "",
+                    flags=flags, peer=self.peer or "",
+                    client=f"{self.client_ip_str}:{self.client_port}")
 
     def _send(self) -> None:
         ex = self.to_send
@@ -260,6 +318,7 @@ class DownstreamConnection(asyncio.Protocol):
         ex = self.exchange
         if ex is None or ex.request_done:
             return  # the body of a request already answered: dropped with the connection
+        ex.bytes_in += len(data)
         if ex.head.chunked:
             data = encode_chunk(data)
         up = ex.upstream
@@ -304,6 +363,8 @@ class DownstreamConnection(asyncio.Protocol):
             ex.upstream.reusable = False
         ex.response_started = True
         ex.status = status
+        if self.listener.state.access_log is not None:
+            ex.upstream_s = monotonic() - ex.start
         health = ex.route.cluster.health
         if health is not None:  # outlier detection and Retry-After learn from every answer
             health.on_result(ex.endpoint, status,
@@ -326,8 +387,10 @@ class DownstreamConnection(asyncio.Protocol):
 
     def response_data(self, data: bytes) -> None:
         self.activity += 1
-        self.wbuf.append(encode_chunk(data) if self.exchange.response_chunked  # type: ignore[union-attr]
-                         else data)
+        ex = self.exchange
+        assert ex is not None, "an upstream feeds only the exchange it serves"
+        ex.bytes_out += len(data)
+        self.wbuf.append(encode_chunk(data) if ex.response_chunked else data)
 
     def response_end(self) -> None:
         ex = self.exchange
@@ -358,6 +421,8 @@ class DownstreamConnection(asyncio.Protocol):
             up.write(b"".join(pending))
         self.unblock_reading(UPSTREAM_CONNECTING)
         ex.settle(monotonic() - ex.start, True)
+        if ex.span is not None or self.listener.state.access_log is not None:
+            self._report(ex, monotonic() - ex.start)
         self.exchange = None
         self.timer = IDLE
         self.deadline = 0.0  # a tunnel has no idle limit of ours; the endpoints' own apply
@@ -394,6 +459,9 @@ class DownstreamConnection(asyncio.Protocol):
         ex.retried = True
         ex.pick = pick
         ex.endpoint = pick.endpoint
+        if ex.try_span is not None:  # each try its own client span
+            ex.try_span.end(0, "UPSTREAM_CONNECT_FAILED")
+            self._forward(ex)
         pick.endpoint.pool.send(ex)
         return True
 
@@ -405,6 +473,9 @@ class DownstreamConnection(asyncio.Protocol):
             # A pooled connection the server had already closed: once more on a fresh one.
             ex.retried = True
             ex.pending = []
+            if ex.try_span is not None:
+                ex.try_span.end(0, "UPSTREAM_RESET")
+                self._forward(ex)
             ex.endpoint.pool.connect(ex)
             return
         if ex.response_started:
@@ -437,6 +508,7 @@ class DownstreamConnection(asyncio.Protocol):
         ex.pending = None
         ex.response_started = True
         ex.status = code.status
+        ex.flag = code.name
         keep = ex.keep_alive and ex.request_done and not code.closes_connection
         ex.keep_alive = keep
         service = ex.route.cluster.name if ex.route is not None else self.listener.state.service
@@ -463,6 +535,8 @@ class DownstreamConnection(asyncio.Protocol):
     def _finish(self, ex: Exchange) -> None:
         now = monotonic()
         ex.settle(now - ex.start, ex.status < 500)
+        if ex.span is not None or self.listener.state.access_log is not None:
+            self._report(ex, now - ex.start)
         self.exchange = None
         if not ex.keep_alive or self.closed:
             self.close_after_flush()

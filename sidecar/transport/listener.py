@@ -35,6 +35,8 @@ class ListenerState:
     limits: Limits
     router: Any  # routing.Router
     stats: RequestStats  # requests answered before a route was found
+    tracer: Any = None  # telemetry.tracing.Tracer, when tracing is on
+    access_log: Any = None  # telemetry.access_log.AccessLog, when on
 
 
 class Listener:
