@@ -29,7 +29,10 @@ __all__ = [
     "Launch",
     "Target",
     "find_tool",
+    "nginx_target",
     "start_backend",
+    "start_nginx",
+    "start_sidecar",
     "tool_versions",
 ]
 
@@ -110,7 +113,7 @@ http {{
 """
 
 
-def _start_nginx(
+def start_nginx(
     sup: Supervisor, prefix: Path, http_body: str, cpu: int
 ) -> tuple[subprocess.Popen[bytes], Path]:
     (prefix / "tmp").mkdir(parents=True)
@@ -131,7 +134,7 @@ def _start_nginx(
     return sup.start(argv, cpu=cpu, log=log), log
 
 
-def _nginx_target(name: str, url: str, proc: subprocess.Popen[bytes], log: Path) -> Target:
+def nginx_target(name: str, url: str, proc: subprocess.Popen[bytes], log: Path) -> Target:
     def workers() -> list[int]:
         return descendants(proc.pid) or [proc.pid]
 
@@ -145,21 +148,25 @@ def _nginx_target(name: str, url: str, proc: subprocess.Popen[bytes], log: Path)
     )
 
 
-def start_backend(sup: Supervisor, workdir: Path, cpu: int) -> Target:
-    """The fast app every target forwards to: nginx answering a fixed 3-byte body."""
+def start_backend(
+    sup: Supervisor, workdir: Path, cpu: int, header: tuple[str, str] | None = None
+) -> Target:
+    """The fast app every target forwards to: nginx answering a fixed 3-byte body
+    (plus one fixed response header when `header` is given)."""
     port = free_port()
+    extra = f"\n            add_header {header[0]} {header[1]};" if header else ""
     body = f"""\
     server {{
         listen 127.0.0.1:{port};
         location / {{
-            default_type text/plain;
+            default_type text/plain;{extra}
             return 200 "ok\\n";
         }}
     }}"""
-    proc, log = _start_nginx(sup, workdir / "backend", body, cpu)
+    proc, log = start_nginx(sup, workdir / "backend", body, cpu)
     url = f"http://127.0.0.1:{port}/"
     wait_http_ok(url, proc, log, READY_TIMEOUT_S)
-    return _nginx_target("backend", url, proc, log)
+    return nginx_target("backend", url, proc, log)
 
 
 def _direct(launch: Launch) -> Target:
@@ -184,8 +191,8 @@ def _nginx(launch: Launch) -> Target:
             proxy_set_header Connection "";
         }}
     }}"""
-    proc, log = _start_nginx(launch.sup, launch.workdir / "nginx", body, launch.proxy_cpu)
-    return _nginx_target("nginx", f"http://127.0.0.1:{port}/", proc, log)
+    proc, log = start_nginx(launch.sup, launch.workdir / "nginx", body, launch.proxy_cpu)
+    return nginx_target("nginx", f"http://127.0.0.1:{port}/", proc, log)
 
 
 def _haproxy(launch: Launch) -> Target:
@@ -230,6 +237,13 @@ backend app
 
 
 def _sidecar(launch: Launch) -> Target:
+    return start_sidecar(launch)
+
+
+def start_sidecar(launch: Launch, extra_config: str = "", scheme: str = "http") -> Target:
+    """The sidecar with its inbound listener forwarding to the backend; `extra_config` is
+    YAML appended to the generated config (e.g. an `identity:` section), `scheme` that of
+    the URL to load (https when the inbound listener terminates TLS)."""
     port_in, port_out, port_admin = free_port(), free_port(), free_port()
     home = launch.workdir / "sidecar"
     home.mkdir()
@@ -241,7 +255,7 @@ listeners:
   outbound: {{address: "127.0.0.1:{port_out}"}}
   admin: {{address: "127.0.0.1:{port_admin}"}}
 app: {{address: "127.0.0.1:{launch.backend_port}"}}
-""")
+{extra_config}""")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(launch.repo), env.get("PYTHONPATH")) if p)
     log = home / "stderr.log"
@@ -262,7 +276,7 @@ app: {{address: "127.0.0.1:{launch.backend_port}"}}
     idle = rss_mib(pids())  # before any request reaches it
     return Target(
         name="sidecar",
-        url=f"http://127.0.0.1:{port_in}/",
+        url=f"{scheme}://127.0.0.1:{port_in}/",
         proc=proc,
         log=log,
         cpu_pids=pids,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the real servers and tools that the tests and bench/ run beside the sidecar: nginx, haproxy, wrk, curl, openssl, promtool, redis-server (Debian packages;
+# Installs the real servers and tools that the tests and bench/ run beside the sidecar: nginx, haproxy, wrk, ab, curl, openssl, promtool, redis-server (Debian packages;
 # taskset comes with util-linux, which every Debian has). Idempotent: does nothing, and asks
 # apt nothing, when all are present. Quiet unless something fails. Run as root (or with sudo).
 set -euo pipefail
@@ -11,6 +11,8 @@ missing=()
 command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+# ab (ApacheBench): bench/mtls.py's load tool, the one that presents a client certificate.
+command -v ab >/dev/null 2>&1 || missing+=(apache2-utils)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # promtool (deploy/ rules tests) comes with the prometheus package; only the binary is
@@ -55,7 +57,7 @@ done
 
 run apt-get install -y -q --no-install-recommends "${packages[@]}"
 
-for tool in nginx haproxy wrk taskset curl openssl promtool; do
+for tool in nginx haproxy wrk ab taskset curl openssl promtool; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         echo "install-system-deps: $tool still missing after installing ${packages[*]}" >&2
         cat "$log" >&2

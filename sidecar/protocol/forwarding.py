@@ -119,9 +119,12 @@ def body_allowed(status: int, method: bytes) -> bool:
 
 
 def response_head(head: ResponseHead, *, request_id: bytes, keep_alive: bool,
-                  chunked: bool, extra: bytes = b"") -> bytes:
+                  chunked: bool, extra: bytes = b"", http10: bool = False) -> bytes:
     """The head to send downstream; `chunked` when we frame the body in chunks; `extra`:
-    header lines of our own (`name: value\r\n` each)."""
+    header lines of our own (`name: value\r\n` each); `http10`: the client speaks
+    HTTP/1.0, so a kept connection must say so (RFC 9112 9.3)."""
+    if http10 and keep_alive:
+        extra += b"connection: keep-alive\r\n"
     raw = head.raw
     if raw is None or (head.connection is not None and _dropped(head.connection) is not HOP_BY_HOP):
         return _rebuilt_response_head(head, request_id, keep_alive, chunked, extra)
@@ -181,7 +184,8 @@ def _rebuilt_response_head(head: ResponseHead, request_id: bytes, keep_alive: bo
 
 def simple_response(status: int, body: bytes, *, request_id: bytes, keep_alive: bool,
                     content_type: bytes = b"application/json",
-                    extra: list[tuple[bytes, bytes]] | None = None) -> bytes:
+                    extra: list[tuple[bytes, bytes]] | None = None,
+                    http10: bool = False) -> bytes:
     """A complete response made by the sidecar itself (errors, local answers)."""
     out = [status_line(status), b"content-type: %b\r\ncontent-length: %d\r\n"
            b"x-request-id: %b\r\n" % (content_type, len(body), request_id)]
@@ -189,6 +193,8 @@ def simple_response(status: int, body: bytes, *, request_id: bytes, keep_alive: 
         out += (k, _SEP, v, _CRLF)
     if not keep_alive:
         out.append(b"connection: close\r\n")
+    elif http10:
+        out.append(b"connection: keep-alive\r\n")
     out.append(_CRLF)
     out.append(body)
     return b"".join(out)

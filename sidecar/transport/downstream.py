@@ -380,7 +380,8 @@ class DownstreamConnection(asyncio.Protocol):
         ex.keep_alive = keep
         ex.response_chunked = chunked
         self.wbuf.append(response_head(head, request_id=ex.request_id, keep_alive=keep,
-                                       chunked=chunked, extra=ex.response_extra))
+                                       chunked=chunked, extra=ex.response_extra,
+                                       http10=ex.head.version == "1.0"))
         self.timer = BODY
         # From the request's start, not now: a clock read saved, and timeouts are coarse.
         self.deadline = ex.start + self.listener.state.limits.idle_timeout
@@ -514,7 +515,8 @@ class DownstreamConnection(asyncio.Protocol):
         service = ex.route.cluster.name if ex.route is not None else self.listener.state.service
         body = envelope(code, message, ex.request_id.decode(), service)
         self.wbuf.append(simple_response(code.status, body, request_id=ex.request_id,
-                                         keep_alive=keep, extra=headers))
+                                         keep_alive=keep, extra=headers,
+                                         http10=ex.head.version == "1.0"))
         self._finish(ex)
 
     def _reject(self, err: ProtocolError) -> None:
