@@ -82,7 +82,8 @@ class Sidecar:
         entries = [RouteEntry(r.name, self._cluster(r.service),
                               self.metrics.requests("outbound", r.service),
                               r.timeout if r.timeout is not None else config.upstream.timeout,
-                              r.match.host, r.match.path_prefix, r.host_rewrite)
+                              r.match.host, r.match.path_prefix, r.host_rewrite,
+                              retry=r.retries or config.upstream.retries)
                    for r in config.routes]
         timeout = config.upstream.timeout
 
@@ -90,7 +91,7 @@ class Sidecar:
             if not SERVICE_NAME.fullmatch(host):
                 return None
             return RouteEntry(host, self._cluster(host), self.metrics.requests("outbound", host),
-                              timeout)
+                              timeout, retry=config.upstream.retries)
 
         outbound = Router(entries, implicit)
         return {

@@ -29,7 +29,7 @@ def redact(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: (REDACTED if _secret(f.name) and getattr(value, f.name)
                          else redact(getattr(value, f.name)))
-                for f in dataclasses.fields(value)}
+                for f in dataclasses.fields(value) if not f.name.startswith("_")}
     if isinstance(value, tuple | list):
         if len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int):
             return f"{value[0]}:{value[1]}"  # an address
@@ -38,6 +38,8 @@ def redact(value: Any) -> Any:
         return sorted(redact(v) for v in value)
     if isinstance(value, Enum):
         return value.value
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
     if isinstance(value, str) and "://" in value:
         return _USERINFO.sub(REDACTED + "@", value)
     return value

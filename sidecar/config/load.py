@@ -13,6 +13,8 @@ from ..auth.config import AuthConfig
 from ..auth.parse import read_auth
 from ..auth.parse_route import read_rbac, read_route_auth
 from ..health.config import parse_health
+from ..policy.budget import BudgetConfig
+from ..policy.retry import RetryOn, RetryPolicy
 from ..ratelimit.config import read_rules, read_section
 from ..telemetry.config import AccessLogConfig, TracingConfig
 from .consul import ConsulConfig, RegistrationConfig
@@ -280,8 +282,10 @@ def _routes(top: Fields, problems: list[str]) -> tuple[Route, ...]:
         names.add(name)
         match = _match(f.child("match"))
         timeout = f.optional_duration("timeout")
+        retries = _retries(f) if f.has("retries") else None
         out.append(Route(name=name, service=service, match=match,
-                         timeout=timeout, host_rewrite=f.optional_string("host_rewrite")))
+                         timeout=timeout, host_rewrite=f.optional_string("host_rewrite"),
+                         retries=retries))
         f.finish()
     return tuple(out)
 
@@ -315,6 +319,51 @@ def _match(m: Fields) -> RouteMatch:
         m.problem("path_prefix", "must start with /")
     m.finish()
     return RouteMatch(host.lower() if host else None, prefix)
+
+
+_RETRY_ON = {r.value: r for r in RetryOn}
+
+
+def _retry_on(v: Any) -> frozenset[RetryOn] | None:
+    items = [str(x) for x in v] if isinstance(v, list) else None
+    if items is None or not all(x in _RETRY_ON for x in items):
+        return None
+    return frozenset(_RETRY_ON[x] for x in items)
+
+
+def _retries(parent: Fields) -> RetryPolicy | None:
+    """`retries:` as a mapping, or `false` for none (one attempt)."""
+    if parent.data.get("retries") is False:
+        parent.seen.add("retries")
+        return RetryPolicy(max_attempts=1)
+    f = parent.child("retries")
+    d = RetryPolicy()
+    return _built(f, lambda: RetryPolicy(
+        max_attempts=f.integer("max_attempts", d.max_attempts, minimum=1, maximum=10),
+        retry_on=f.value("retry_on", d.retry_on, _retry_on,
+                         "a list of " + ", ".join(_RETRY_ON)),
+        any_method=f.boolean("any_method", d.any_method),
+        per_try_timeout_s=f.optional_duration("per_try_timeout"),
+        backoff_base_s=f.duration("backoff_base", d.backoff_base_s),
+        backoff_cap_s=f.duration("backoff_cap", d.backoff_cap_s)))
+
+
+def _budget(parent: Fields) -> BudgetConfig | None:
+    """`retry_budget:` as a mapping, or `false` for no cap."""
+    if parent.data.get("retry_budget") is False:
+        parent.seen.add("retry_budget")
+        return None
+    f = parent.child("retry_budget")
+    d = BudgetConfig()
+    return _built(f, lambda: BudgetConfig(
+        ratio=f.value("ratio", d.ratio, _ratio_any, "a number >= 0"),
+        min_retries_per_second=f.value("min_retries_per_second", d.min_retries_per_second,
+                                       _ratio_any, "a number >= 0"),
+        window_s=f.duration("window", d.window_s))) or d
+
+
+def _ratio_any(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 else None
 
 
 def _telemetry(f: Fields, service: ServiceIdentity
@@ -366,7 +415,7 @@ def _built(f: Fields, build: Callable[[], T]) -> T | None:
     except ValueError as exc:
         for line in str(exc).splitlines():
             key, _, message = line.partition(": ")
-            f.problem(key, message)
+            f.problem(key.removesuffix("_s"), message)  # the config spells durations bare
         return None
     finally:
         f.finish()
@@ -476,6 +525,8 @@ def _upstream(f: Fields, has_identity: bool = False) -> Upstream:
         else None,
         mtls=f.boolean("mtls", has_identity),
         health=health,
+        retries=_retries(f) or d.retries,
+        retry_budget=_budget(f),
     )
     if out.mtls and not has_identity:
         f.problem("mtls", "needs an identity (the `identity` section)")

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from ..auth.config import AuthConfig, RbacConfig, RouteAuth
 from ..health.config import HealthSettings
+from ..policy.budget import BudgetConfig
+from ..policy.retry import RetryPolicy
 from ..ratelimit.config import RateLimiting, Rule
 from ..telemetry.config import AccessLogConfig, TracingConfig
 from .consul import ConsulConfig
@@ -95,6 +97,7 @@ class Route:
     # Time allowed for the upstream's response head; the body is then covered by idle_timeout.
     timeout: float | None = None
     host_rewrite: str | None = None
+    retries: RetryPolicy | None = None  # None: the upstream's
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +152,10 @@ class Upstream:
     balancer: str = "least_request"
     # Off unless configured: an open breaker refuses every request to the cluster.
     circuit_breaker: CircuitBreaker | None = None
+    # Which failed tries are tried again, how often and how soon (see policy/retry.py);
+    # routes may set their own. The budget caps retries per cluster (None: no cap).
+    retries: RetryPolicy = field(default_factory=RetryPolicy)
+    retry_budget: BudgetConfig | None = field(default_factory=BudgetConfig)
     # Active checks (off unless configured), outlier ejection and Retry-After penalties
     # (on by default); see sidecar/health/.
     health: HealthSettings = field(default_factory=HealthSettings)

@@ -8,11 +8,11 @@ from ..protocol.events import RequestHead
 
 
 class Exchange:
-    __slots__ = ("attempt", "breaker", "bytes_in", "bytes_out", "downstream", "endpoint", "flag",
-                 "forwarded", "head", "keep_alive", "pending", "pick", "request_done",
-                 "request_id", "response_chunked", "response_extra", "response_started",
-                 "retried", "route", "span", "start", "stats", "status", "try_span", "upstream",
-                 "upstream_s")
+    __slots__ = ("attempt", "breaker", "bytes_in", "bytes_out", "deadline_at", "downstream",
+                 "endpoint", "flag", "forwarded", "head", "keep_alive", "pending", "pick",
+                 "replay", "replay_size", "request_done", "request_id", "response_chunked",
+                 "response_extra", "response_started", "retried", "route", "span", "start",
+                 "stats", "status", "try_span", "upstream", "upstream_s")
 
     def __init__(self, downstream: Any, head: RequestHead, request_id: bytes,
                  start: float) -> None:
@@ -36,11 +36,14 @@ class Exchange:
         self.response_extra = b""  # header lines the sidecar adds to the response (RateLimit-*)
         self.retried = False
         self.status = 0
+        self.deadline_at = 0.0  # when the response head is due: route timeout, caller's deadline
+        self.attempt = 0  # tries so far
+        self.replay: list[bytes] | None = None  # the body as sent, while a retry may resend it
+        self.replay_size = 0
         # Telemetry: the trace of this hop (a server span inbound; the request's tries
         # outbound), the try in flight, what the access log reports.
         self.span: Any = None
         self.try_span: Any = None
-        self.attempt = 0
         self.flag = ""  # the sidecar's own answer or failure (an ErrorCode name), if any
         self.bytes_in = 0
         self.bytes_out = 0

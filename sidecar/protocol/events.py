@@ -11,8 +11,9 @@ Headers = list[tuple[bytes, bytes]]
 
 
 class RequestHead:
-    __slots__ = ("authority", "chunked", "connection", "content_length", "headers",
-                 "keep_alive", "method", "request_id", "target", "upgrade", "version")
+    __slots__ = ("authority", "chunked", "connection", "content_length", "grpc_timeout",
+                 "headers", "keep_alive", "method", "request_id", "request_timeout", "target",
+                 "upgrade", "version")
 
     def __init__(self, method: bytes, target: bytes, version: str, headers: Headers,
                  keep_alive: bool) -> None:
@@ -27,6 +28,9 @@ class RequestHead:
         self.chunked = False
         self.request_id: bytes | None = None  # a valid x-request-id sent by the client
         self.connection: bytes | None = None  # the Connection header's tokens, lower case
+        # The caller's deadline, as sent (x-request-timeout, grpc-timeout); parsed if present.
+        self.request_timeout: bytes | None = None
+        self.grpc_timeout: bytes | None = None
 
     @property
     def has_body(self) -> bool:

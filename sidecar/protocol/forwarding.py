@@ -59,12 +59,13 @@ def _dropped(connection: bytes | None) -> frozenset[bytes]:
 
 def request_head(head: RequestHead, *, client_ip: bytes, proto: bytes, request_id: bytes,
                  host: bytes | None = None, xfcc: bytes | None = None,
-                 trace: Headers | None = None) -> bytes:
+                 trace: Headers | None = None, deadline: Headers | None = None) -> bytes:
     """The head to send upstream, always HTTP/1.1 and keep-alive.
 
     `x-forwarded-client-cert` is only ever ours (`xfcc`: the mTLS peer, Envoy's format):
     one arriving from the client is dropped, whatever it claims. With `trace` (this hop's
-    span as the next one's parent), the received trace context is replaced by it."""
+    span as the next one's parent), the received trace context is replaced by it; with
+    `deadline` (what is left of the caller's), so are the received timeout headers."""
     drop = HOP_BY_HOP if head.connection is None else _dropped(head.connection)
     out = [head.method, b" ", head.target, b" HTTP/1.1\r\n"]
     xff = None
@@ -74,6 +75,8 @@ def request_head(head: RequestHead, *, client_ip: bytes, proto: bytes, request_i
             if k in drop or k == b"x-request-id" or k == b"x-forwarded-client-cert":
                 continue
             if trace is not None and k in PROPAGATION_HEADERS:
+                continue
+            if deadline is not None and k in _DEADLINE_HEADERS:
                 continue
             if k == b"host":
                 if host is not None:
@@ -95,9 +98,10 @@ def request_head(head: RequestHead, *, client_ip: bytes, proto: bytes, request_i
         out += (b"x-forwarded-host: ", head.authority, _CRLF)
     if xfcc is not None:
         out += (b"x-forwarded-client-cert: ", xfcc, _CRLF)
-    if trace is not None:
-        for k, v in trace:
-            out += (k, _SEP, v, _CRLF)
+    for extra in (trace, deadline):
+        if extra is not None:
+            for k, v in extra:
+                out += (k, _SEP, v, _CRLF)
     out += (b"x-request-id: ", request_id, b"\r\nvia: 1.1 sidecar\r\n")
     if head.chunked:
         out.append(b"transfer-encoding: chunked\r\n")
@@ -109,7 +113,8 @@ def request_head(head: RequestHead, *, client_ip: bytes, proto: bytes, request_i
     return b"".join(out)
 
 
-_SPECIAL_REQUEST = HOP_BY_HOP | PROPAGATION_HEADERS | {
+_DEADLINE_HEADERS = frozenset((b"x-request-timeout", b"grpc-timeout"))
+_SPECIAL_REQUEST = HOP_BY_HOP | PROPAGATION_HEADERS | _DEADLINE_HEADERS | {
     b"host", b"x-forwarded-for", b"x-request-id", b"x-forwarded-proto", b"x-forwarded-host",
     b"x-forwarded-client-cert"}
 

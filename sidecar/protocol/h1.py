@@ -172,6 +172,10 @@ class RequestReader:
                 head.connection = _join_tokens(head.connection, v)
             elif k == b"upgrade":
                 head.upgrade = p.should_upgrade()
+            elif k == b"x-request-timeout":
+                head.request_timeout = v
+            elif k == b"grpc-timeout":
+                head.grpc_timeout = v
         if hosts > 1:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "more than one Host header")
         if url[:1] != b"/":
@@ -195,7 +199,7 @@ class RequestReader:
 # RFC 3986 authority without userinfo: reg-name or IPv4, or an IP literal, then a port.
 _AUTHORITY = re.compile(rb"(?:[A-Za-z0-9._~!$&'()*+,;=%-]*|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
 _REQUEST_FRAMING = frozenset((b"host", b"content-length", b"transfer-encoding", b"x-request-id",
-                              b"connection", b"upgrade"))
+                              b"connection", b"upgrade", b"x-request-timeout", b"grpc-timeout"))
 
 
 def _join_tokens(seen: bytes | None, value: bytes) -> bytes:

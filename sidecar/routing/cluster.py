@@ -19,6 +19,7 @@ from ..config.model import Address, Endpoint, Upstream
 from ..discovery.base import EndpointSet
 from ..health import ClusterHealth, HealthSettings, Prober, Result
 from ..policy.breaker import Breaker, BreakerConfig, WindowType
+from ..policy.budget import RetryBudget
 from ..transport.client_tls import ClientTls
 from ..transport.pool import Pool
 
@@ -81,11 +82,13 @@ class Cluster:
         self.settled = True  # discovery has answered (see EndpointSet.settled)
         self._waiting: list[Callable[[], None]] = []
         self.endpoints: tuple[UpstreamEndpoint, ...] = ()
-        self._rng = rng or random.Random()
+        self._rng = self.rng = rng or random.Random()
         self._balancer: Balancer[UpstreamEndpoint] | None = None  # None: 0 or 1 endpoint
         self._learned: Balancer[UpstreamEndpoint] | None = None  # the last one built
         self._sole: _Sole | None = None
         self.breaker = _breaker(settings)
+        # Retries to this service, all routes together, stay within this budget.
+        self.budget = RetryBudget(settings.retry_budget) if settings.retry_budget else None
         # Endpoint health (None: every endpoint is always balanced over). The balancer is
         # built over `health.available(endpoints)` and rebuilt when that answer changes.
         self.health: ClusterHealth[UpstreamEndpoint] | None = None
@@ -104,6 +107,8 @@ class Cluster:
         """A reload: new breaker or health settings start afresh; unchanged ones keep state."""
         if settings.circuit_breaker != self.settings.circuit_breaker:
             self.breaker = _breaker(settings)
+        if settings.retry_budget != self.settings.retry_budget:
+            self.budget = RetryBudget(settings.retry_budget) if settings.retry_budget else None
         if self.health is not None and settings.health != self.health.settings:
             if self.prober is not None:
                 self.prober.close()

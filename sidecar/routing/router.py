@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..policy.backoff import Backoff
+from ..policy.retry import RetryPolicy
 from ..protocol.events import RequestHead
 from .cluster import Cluster
 
@@ -23,12 +25,13 @@ def host_of(authority: bytes) -> bytes:
 
 
 class RouteEntry:
-    __slots__ = ("cluster", "host", "host_rewrite", "name", "policy", "prefix", "stats",
-                 "timeout")
+    __slots__ = ("backoff", "cluster", "host", "host_rewrite", "name", "policy", "prefix",
+                 "retry", "stats", "timeout")
 
     def __init__(self, name: str, cluster: Cluster, stats: Any, timeout: float,
                  host: str | None = None, prefix: str = "/",
-                 host_rewrite: str | None = None, policy: Any = None) -> None:
+                 host_rewrite: str | None = None, policy: Any = None,
+                 retry: RetryPolicy | None = None) -> None:
         self.name = name
         self.cluster = cluster
         self.stats = stats
@@ -37,6 +40,10 @@ class RouteEntry:
         self.prefix = prefix.encode()
         self.host_rewrite = host_rewrite.encode() if host_rewrite else None
         self.policy = policy  # inbound.policy.RoutePolicy: what a request must pass, or None
+        # Which failed tries go again (None or one attempt: none), and how long to wait.
+        self.retry = retry if retry is not None and retry.max_attempts > 1 else None
+        self.backoff = Backoff(retry.backoff_base_s, retry.backoff_cap_s, cluster.rng) \
+            if self.retry is not None and retry is not None else None
 
 
 class Router:

@@ -89,6 +89,8 @@ _HELP = {
     names.DISCOVERY_ENDPOINTS: "Endpoints known for each service.",
     names.UPSTREAM_ENDPOINTS: "Endpoints of each service, balanced over (healthy) or set aside.",
     names.CIRCUIT_BREAKER_STATE: "Circuit breaker state per service (1 for the current one).",
+    names.RETRIES: "Retries sent, by service and the condition that caused them.",
+    names.RETRY_BUDGET_EXHAUSTED: "Retries not sent because the service's retry budget was spent.",
     names.POLICY_DENIALS: "Requests refused by inbound policy (or that would be, in dry-run).",
     names.RATE_LIMIT_STORE_UP: "1 while the global rate-limit store answers, 0 while falling back.",
     names.TLS_HANDSHAKES: "TLS handshakes on a listener, by result (ok or the failure reason).",

@@ -20,6 +20,10 @@ UPSTREAM_ENDPOINTS = "sidecar_upstream_endpoints"  # gauge{service, state=health
 # state is closed|open|half_open. Exported once breakers are wired (issue 5);
 # deploy/prometheus/ already alerts on it (circuit_breaker_open).
 CIRCUIT_BREAKER_STATE = "sidecar_circuit_breaker_state"  # gauge{service, state}
+# Retries sent, by the condition that caused them (connect-failure, reset, 502, 503, 504,
+# per-try-timeout); and retries the cluster's budget refused.
+RETRIES = "sidecar_retries_total"  # counter{service, on}
+RETRY_BUDGET_EXHAUSTED = "sidecar_retry_budget_exhausted_total"  # counter{service}
 # Inbound policy: requests refused (or, in dry-run, that would have been) by policy=jwt|rbac|
 # rate_limit; reason is bounded (a JWT failure kind, rule|default_deny, limited).
 POLICY_DENIALS = "sidecar_policy_denials_total"  # counter{service, policy, reason, mode}

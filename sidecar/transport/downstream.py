@@ -21,30 +21,32 @@ from collections import deque
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
-from ..core.errors import ErrorCode, envelope
+from ..core.errors import ErrorCode
 from ..core.exchange import Exchange
 from ..core.request_id import new_request_id
-from ..health.outlier import Failure
 from ..inbound.policy import Denied
+from ..policy.deadline import outgoing_headers, read_incoming
+from ..policy.retry import HttpStatus
 from ..protocol.events import Headers, RequestHead, ResponseHead
-from ..protocol.forwarding import body_allowed, request_head, response_head, simple_response
+from ..protocol.forwarding import body_allowed, request_head, response_head
 from ..protocol.h1 import LAST_CHUNK, ProtocolError, RequestReader, encode_chunk
+from . import hop_telemetry, tries
+from .failures import BODY, HEADER, IDLE, RESPONSE, Failures
+from .tunnel import Tunnelling
 
 if TYPE_CHECKING:
     from .listener import Listener
     from .upstream import UpstreamConnection
 
-# What the deadline guards.
-IDLE, HEADER, RESPONSE, BODY = range(4)
 # Reasons to stop reading from the client (a bit each).
 UPSTREAM_CONNECTING, UPSTREAM_FULL, BACKLOG_FULL, CLIENT_FULL = 1, 2, 4, 8
 # What waits in the backlog: (kind, payload) of a request read ahead of its turn.
 HEAD, DATA, END, UPGRADE, ERROR = range(5)
-# Failures before anything was sent: another endpoint may take the request, never this one.
-_ELSEWHERE = frozenset((ErrorCode.UPSTREAM_CONNECT_FAILED, ErrorCode.UPSTREAM_IDENTITY_MISMATCH))
+# Answers that a retry policy may replace with another try's.
+_RETRY_STATUSES = frozenset((502, 503, 504))
 
 
-class DownstreamConnection(asyncio.Protocol):
+class DownstreamConnection(Failures, Tunnelling, asyncio.Protocol):
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
         self.loop = listener.loop
@@ -122,7 +124,7 @@ class DownstreamConnection(asyncio.Protocol):
             ex.abandon()
             if ex.span is not None or self.listener.state.access_log is not None:
                 ex.flag = ex.flag or "CLIENT_GONE"
-                self._report(ex, monotonic() - ex.start)
+                hop_telemetry.report(self, ex, monotonic() - ex.start)
             if ex.upstream is not None:
                 ex.upstream.cancel()
 
@@ -192,9 +194,17 @@ class DownstreamConnection(asyncio.Protocol):
         ex.route = entry
         ex.stats = entry.stats
         self.timer = RESPONSE
-        self.deadline = now + entry.timeout
+        timeout = entry.timeout
+        if head.request_timeout is not None or head.grpc_timeout is not None:
+            incoming = read_incoming(head.request_timeout, head.grpc_timeout).timeout_s
+            if incoming is not None and incoming < timeout:
+                timeout = incoming  # the caller's deadline is the tighter one
+        ex.deadline_at = now + timeout
+        retry = entry.retry
+        self.deadline = ex.deadline_at if retry is None or retry.per_try_timeout_s is None \
+            else min(ex.deadline_at, now + retry.per_try_timeout_s)
         if state.tracer is not None:
-            self._trace(ex, state)
+            hop_telemetry.start(self, ex, state)
         policy = entry.policy
         if policy is not None:
             verdict = policy.check(ex, self.peer, self.client_ip_str)
@@ -248,64 +258,31 @@ class DownstreamConnection(asyncio.Protocol):
             return
         ex.pick = pick
         ex.endpoint = pick.endpoint
-        self._forward(ex)
+        tries.begin(ex)
+        self.forward(ex)
         if ex.pending is None:
             ex.pending = []
         self.to_send = ex
 
-    def _forward(self, ex: Exchange) -> None:
-        """The request head as this try sends it (with its trace context, when traced)."""
-        trace = None
+    def forward(self, ex: Exchange) -> None:
+        """The request head as this try sends it: with its trace context when traced, and
+        what is left of the caller's deadline when it sent one."""
+        trace = deadline = None
         span = ex.span
         if span is not None:
             if self.listener.state.direction == "outbound":  # a client span per try
-                ex.attempt += 1
                 ex.try_span = span.start_try(ex.endpoint.address, ex.attempt)
                 trace = ex.try_span.child_headers()
             else:
                 trace = span.child_headers()
-        ex.forwarded = request_head(ex.head, client_ip=self.client_ip,
+        head = ex.head
+        if head.request_timeout is not None or head.grpc_timeout is not None:
+            deadline = outgoing_headers(max(0.0, ex.deadline_at - monotonic()),
+                                        grpc=head.grpc_timeout is not None)
+        ex.forwarded = request_head(head, client_ip=self.client_ip,
                                     proto=self.proto or self.listener.state.proto,
                                     request_id=ex.request_id, host=ex.route.host_rewrite,
-                                    xfcc=self.xfcc, trace=trace)
-
-    def _trace(self, ex: Exchange, state: Any) -> None:
-        head = ex.head
-        if state.direction == "inbound":
-            ex.span = state.tracer.start_server(
-                head.headers, head.method, head.target, authority=head.authority,
-                scheme="https" if self.proto else "http",
-                peer=(self.client_ip_str, self.client_port), route=ex.route.name,
-                request_id=ex.request_id)
-        else:
-            ex.span = state.tracer.start_outbound(
-                head.headers, head.method, head.target, authority=head.authority,
-                cluster=ex.route.cluster.name, request_id=ex.request_id)
-
-    def _report(self, ex: Exchange, elapsed: float) -> None:
-        """The exchange is over: end its spans, write its access-log line."""
-        state = self.listener.state
-        error = ex.flag or None
-        if ex.try_span is not None:
-            ex.try_span.end(ex.status, error)
-        span = ex.span
-        if span is not None and state.direction == "inbound":
-            span.end(ex.status, error)
-        log = state.access_log
-        if log is not None:
-            head = ex.head
-            flags = (ex.flag, "RETRIED") if ex.retried and ex.flag else \
-                ("RETRIED",) if ex.retried else (ex.flag,) if ex.flag else ()
-            log.log(request_id=ex.request_id, method=head.method, target=head.target,
-                    status=ex.status, duration_s=elapsed, authority=head.authority,
-                    trace_id=span.trace_id_hex if span is not None else "",
-                    headers=None if span is not None else head.headers,
-                    direction=state.direction,
-                    service=ex.route.cluster.name if ex.route is not None else state.service,
-                    bytes_in=ex.bytes_in, bytes_out=ex.bytes_out, upstream_s=ex.upstream_s,
-                    upstream=str(ex.endpoint.endpoint) if ex.endpoint is not None else "",
-                    flags=flags, peer=self.peer or "",
-                    client=f"{self.client_ip_str}:{self.client_port}")
+                                    xfcc=self.xfcc, trace=trace, deadline=deadline)
 
     def _send(self) -> None:
         ex = self.to_send
@@ -321,6 +298,8 @@ class DownstreamConnection(asyncio.Protocol):
         ex.bytes_in += len(data)
         if ex.head.chunked:
             data = encode_chunk(data)
+        if ex.replay is not None:
+            tries.keep_for_replay(ex, data)
         up = ex.upstream
         if up is not None:
             up.write(data)
@@ -337,17 +316,12 @@ class DownstreamConnection(asyncio.Protocol):
         if ex.head.chunked:
             end = LAST_CHUNK if not trailers else b"0\r\n" + b"".join(
                 b"%b: %b\r\n" % kv for kv in trailers) + b"\r\n"
+            if ex.replay is not None:
+                tries.keep_for_replay(ex, end)
             if ex.upstream is not None:
                 ex.upstream.write(end)
             elif ex.pending is not None:
                 ex.pending.append(end)
-
-    def _upgrade_requested(self, rest: bytes) -> None:
-        # Everything after an Upgrade request is the new protocol's: hold it until the 101.
-        if self.exchange is not None and self.exchange.route is not None:
-            self.tunnel_buf = [rest] if rest else []
-        else:
-            self.transport.close()  # type: ignore[union-attr]
 
     # responses from the upstream -----------------------------------------------
     # the response (the upstream ResponseReader's sink) -------------------------------
@@ -359,16 +333,19 @@ class DownstreamConnection(asyncio.Protocol):
             self.wbuf.append(response_head(head, request_id=ex.request_id, keep_alive=True,
                                            chunked=False))
             return
+        health = ex.route.cluster.health
+        if health is not None:  # outlier detection and Retry-After learn from every answer
+            health.on_result(ex.endpoint, status,
+                             head.header(b"retry-after") if status in (429, 503) else None)
+        if status in _RETRY_STATUSES and ex.route.retry is not None and tries.retry(
+                self, ex, HttpStatus(status), ErrorCode.UPSTREAM_RESET):
+            return  # this answer is dropped; the next try's takes its place
         if not head.keep_alive and ex.upstream is not None:
             ex.upstream.reusable = False
         ex.response_started = True
         ex.status = status
         if self.listener.state.access_log is not None:
             ex.upstream_s = monotonic() - ex.start
-        health = ex.route.cluster.health
-        if health is not None:  # outlier detection and Retry-After learn from every answer
-            health.on_result(ex.endpoint, status,
-                             head.header(b"retry-after") if status in (429, 503) else None)
         keep = ex.keep_alive and ex.request_done and not (ex.head.upgrade and status != 101)
         chunked = False
         if not body_allowed(status, ex.head.method) or head.content_length is not None:
@@ -404,141 +381,12 @@ class DownstreamConnection(asyncio.Protocol):
             ex.keep_alive = False  # the rest of the request body will never be read
         self._finish(ex)
 
-    def response_upgrade(self, rest: bytes) -> None:
-        ex = self.exchange
-        assert ex is not None and ex.upstream is not None
-        up = ex.upstream
-        up.become_tunnel(self)
-        self.start_tunnel(ex, up, rest)
-
-    def start_tunnel(self, ex: Exchange, up: UpstreamConnection, rest: bytes) -> None:
-        """The upstream switched protocols: from now on, bytes pass through untouched."""
-        self.tunnel = up
-        if rest:
-            self.wbuf.append(rest)
-        pending = self.tunnel_buf or []
-        self.tunnel_buf = None
-        if pending:
-            up.write(b"".join(pending))
-        self.unblock_reading(UPSTREAM_CONNECTING)
-        ex.settle(monotonic() - ex.start, True)
-        if ex.span is not None or self.listener.state.access_log is not None:
-            self._report(ex, monotonic() - ex.start)
-        self.exchange = None
-        self.timer = IDLE
-        self.deadline = 0.0  # a tunnel has no idle limit of ours; the endpoints' own apply
-
-    def tunnel_write(self, data: bytes) -> None:
-        if not self.closed:
-            self.transport.write(data)  # type: ignore[union-attr]
-
-    def tunnel_closed(self) -> None:
-        self.flush()
-        if self.transport is not None:
-            self.transport.close()
-
-    # failures --------------------------------------------------------------------
-    def upstream_failed(self, ex: Exchange, code: ErrorCode, message: str) -> None:
-        if ex is not self.exchange:
-            return
-        self._endpoint_failed(ex, Failure.CONNECT if code in _ELSEWHERE else Failure.RESET)
-        if code in _ELSEWHERE and self._try_elsewhere(ex):
-            return
-        self.respond_error(ex, code, message)
-        self.flush()
-
-    def _try_elsewhere(self, ex: Exchange) -> bool:
-        """A connect failure sent nothing, so any request may go to another endpoint, once
-        (the rest of retries, with budgets and back-off, is the outbound stack's work)."""
-        if ex.retried or ex.route is None or ex.pending is None:
-            return False
-        failed = ex.endpoint
-        pick = ex.route.cluster.pick(exclude=failed)
-        if pick is None or pick.endpoint is failed:
-            return False
-        ex.pick.done(monotonic() - ex.start, False)
-        ex.retried = True
-        ex.pick = pick
-        ex.endpoint = pick.endpoint
-        if ex.try_span is not None:  # each try its own client span
-            ex.try_span.end(0, "UPSTREAM_CONNECT_FAILED")
-            self._forward(ex)
-        pick.endpoint.pool.send(ex)
-        return True
-
-    def upstream_lost(self, ex: Exchange, retryable: bool) -> None:
-        """The upstream connection closed while serving `ex`."""
-        if ex is not self.exchange:
-            return
-        if retryable and not ex.retried and not ex.head.has_body and not ex.response_started:
-            # A pooled connection the server had already closed: once more on a fresh one.
-            ex.retried = True
-            ex.pending = []
-            if ex.try_span is not None:
-                ex.try_span.end(0, "UPSTREAM_RESET")
-                self._forward(ex)
-            ex.endpoint.pool.connect(ex)
-            return
-        if ex.response_started:
-            self.abort()  # half a response cannot be finished or replaced
-            return
-        self._endpoint_failed(ex, Failure.RESET)
-        self.respond_error(ex, ErrorCode.UPSTREAM_RESET,
-                           "upstream closed the connection before responding")
-        self.flush()
-
-    @staticmethod
-    def _endpoint_failed(ex: Exchange, failure: Failure) -> None:
-        """Tell the cluster's health that the endpoint gave no answer (outlier detection)."""
-        if ex.route is not None and ex.endpoint is not None:
-            health = ex.route.cluster.health
-            if health is not None:
-                health.on_result(ex.endpoint, failure)
-
-    def abandoned(self, ex: Exchange) -> bool:
-        return self.closed or ex is not self.exchange
-
-    def respond_error(self, ex: Exchange, code: ErrorCode, message: str,
-                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        """Answer `ex` with the sidecar's error envelope, or cut the connection if too late."""
-        if ex.response_started:
-            self.abort()
-            return
-        if ex.upstream is not None:
-            ex.upstream.cancel()
-        ex.pending = None
-        ex.response_started = True
-        ex.status = code.status
-        ex.flag = code.name
-        keep = ex.keep_alive and ex.request_done and not code.closes_connection
-        ex.keep_alive = keep
-        service = ex.route.cluster.name if ex.route is not None else self.listener.state.service
-        body = envelope(code, message, ex.request_id.decode(), service)
-        self.wbuf.append(simple_response(code.status, body, request_id=ex.request_id,
-                                         keep_alive=keep, extra=headers,
-                                         http10=ex.head.version == "1.0"))
-        self._finish(ex)
-
-    def _reject(self, err: ProtocolError) -> None:
-        """The client sent something unparseable (or too slowly): answer, then close."""
-        self.failed = True
-        self.block_reading(BACKLOG_FULL)
-        ex = self.exchange
-        if ex is None:
-            head = RequestHead(b"-", b"", "1.1", [], False)
-            ex = self.exchange = Exchange(self, head, new_request_id(), monotonic())
-            ex.stats = self.listener.state.stats
-            ex.request_done = True
-        ex.keep_alive = False
-        self.respond_error(ex, err.code, err.message)
-        self.flush()
-
     # finishing -------------------------------------------------------------------
     def _finish(self, ex: Exchange) -> None:
         now = monotonic()
         ex.settle(now - ex.start, ex.status < 500)
         if ex.span is not None or self.listener.state.access_log is not None:
-            self._report(ex, now - ex.start)
+            hop_telemetry.report(self, ex, now - ex.start)
         self.exchange = None
         if not ex.keep_alive or self.closed:
             self.close_after_flush()
@@ -599,27 +447,6 @@ class DownstreamConnection(asyncio.Protocol):
             self.blocked &= ~reason
             if not self.blocked and self.transport is not None and not self.closed:
                 self.transport.resume_reading()
-
-    # deadlines (called by the listener's sweeper) -----------------------------------
-    def expired(self, now: float) -> None:
-        timer = self.timer
-        ex = self.exchange
-        if timer == BODY and self.activity:
-            self.activity = 0  # still moving: look again one idle period later
-            self.deadline = now + self.listener.state.limits.idle_timeout
-            return
-        self.deadline = 0.0
-        if timer == RESPONSE and ex is not None:
-            if ex.upstream is not None:  # connected, but no answer in time
-                self._endpoint_failed(ex, Failure.TIMEOUT)
-            self.respond_error(ex, ErrorCode.UPSTREAM_TIMEOUT,
-                               f"no response from upstream within {ex.route.timeout:g}s")
-            self.flush()
-        elif timer == HEADER and ex is None:
-            self._reject(ProtocolError(ErrorCode.REQUEST_TIMEOUT,
-                                       "request head not received in time"))
-        else:
-            self.abort() if ex is not None else self.close_after_flush()
 
     def drain(self) -> None:
         """Stop after the exchange in flight; an idle connection closes now."""
