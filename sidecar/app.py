@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 import logging
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from typing import Any
 from .config import Config, ConfigError, load_file
 from .config.consul import ConsulConfig
 from .config.load import SERVICE_NAME
-from .config.model import Endpoint, InboundRoute
+from .config.model import Endpoint, InboundRoute, Route, Subset
 from .discovery import Discovery, EndpointSet, StaticFileDiscovery
 from .inbound.policy import RoutePolicy
 from .routing.cluster import Cluster
@@ -44,7 +45,8 @@ class Sidecar:
         self.rate_limits: Any = None  # ratelimit.limiter.RateLimits
         self.tracer: Any = None  # telemetry.tracing.Tracer, when tracing is on
         self.access_log: Any = None  # telemetry.access_log.AccessLog, when on
-        self.clusters: dict[str, Cluster] = {}
+        self.clusters: dict[str, Cluster] = {}  # by service, or `service[subset]`
+        self._rng = random.Random()  # traffic splits
         self.app_cluster = Cluster(config.service.name, config.upstream, self.loop)
         self.listeners: dict[str, Listener] = {}
         self.started_at = time.time()
@@ -54,16 +56,35 @@ class Sidecar:
         self.metrics.gauges(self._gauges)
 
     # building -----------------------------------------------------------------------
-    def _cluster(self, service: str) -> Cluster:
-        cluster = self.clusters.get(service)
+    def _cluster(self, service: str, subset: Subset | None = None) -> Cluster:
+        """The cluster of `service` (or of one subset of its endpoints: a version)."""
+        key = service if subset is None or subset == Subset() else f"{service}[{subset}]"
+        cluster = self.clusters.get(key)
         if cluster is None:
             tls = None
             if self.config.upstream.mtls:
                 tls = ClientTls(self.identity, self.config.service.namespace, service)
-            cluster = self.clusters[service] = Cluster(service, self.config.upstream, self.loop,
-                                                       tls=tls, health=self.config.upstream.health)
+            cluster = self.clusters[key] = Cluster(
+                service, self.config.upstream, self.loop, tls=tls,
+                health=self.config.upstream.health,
+                subset=subset if key != service else None)
             self.discovery.watch(service).subscribe(cluster.update)
         return cluster
+
+    def _route_entry(self, config: Config, r: Route) -> RouteEntry:
+        timeout = r.timeout if r.timeout is not None else config.upstream.timeout
+        stats = self.metrics.requests("outbound", r.service)
+
+        def entry(subset: Subset) -> RouteEntry:
+            return RouteEntry(r.name, self._cluster(r.service, subset), stats, timeout,
+                              r.match.host, r.match.path_prefix, r.host_rewrite,
+                              retry=r.retries or config.upstream.retries,
+                              headers=r.match.headers)
+
+        main = entry(r.subset)
+        if r.split:
+            main.split_over([(b.weight, entry(b.subset)) for b in r.split], self._rng)
+        return main
 
     def _states(self, config: Config) -> dict[str, ListenerState]:
         name = config.service.name
@@ -79,12 +100,7 @@ class Sidecar:
               for r in config.inbound_routes),
             RouteEntry("app", self.app_cluster, inbound_stats, config.upstream.timeout,
                        policy=self._policy(config, None))])
-        entries = [RouteEntry(r.name, self._cluster(r.service),
-                              self.metrics.requests("outbound", r.service),
-                              r.timeout if r.timeout is not None else config.upstream.timeout,
-                              r.match.host, r.match.path_prefix, r.host_rewrite,
-                              retry=r.retries or config.upstream.retries)
-                   for r in config.routes]
+        entries = [self._route_entry(config, r) for r in config.routes]
         timeout = config.upstream.timeout
 
         def implicit(host: str) -> RouteEntry | None:
@@ -281,8 +297,10 @@ class Sidecar:
             yield names.CERTIFICATE_ROTATIONS, {}, self.identity.rotations
             yield names.CERTIFICATE_LOAD_FAILURES, {}, self.identity.failures
         for cluster in [self.app_cluster, *self.clusters.values()]:
-            if not cluster.known:
-                continue  # a Host the app asked for that no source knows: no labels for it
+            if not cluster.known or cluster.subset is not None:
+                # A Host nobody serves: no labels for it. A subset (a version) shares its
+                # service's endpoints: counted once, with the service.
+                continue
             idle = sum(len(p.idle) for p in cluster.pools())
             busy = sum(p.busy for p in cluster.pools())
             yield names.UPSTREAM_POOL, {"service": cluster.name, "state": "idle"}, idle

@@ -25,6 +25,7 @@ from .model import (
     CircuitBreaker,
     Config,
     Discovery,
+    Backend,
     Endpoint,
     Identity,
     InboundRoute,
@@ -35,6 +36,7 @@ from .model import (
     RouteMatch,
     ServiceIdentity,
     StaticDiscovery,
+    Subset,
     Upstream,
 )
 
@@ -280,12 +282,16 @@ def _routes(top: Fields, problems: list[str]) -> tuple[Route, ...]:
         if name in names:
             f.problem("name", f"duplicate route name {name!r}")
         names.add(name)
-        match = _match(f.child("match"))
+        match = _match(f.child("match"), headers=True)
         timeout = f.optional_duration("timeout")
         retries = _retries(f) if f.has("retries") else None
+        subset = _subset(f.child("subset")) if f.has("subset") else Subset()
+        split = _split(f) if f.has("split") else ()
+        if split and f.has("subset"):
+            f.problem("split", "a route has either a subset or a split, not both")
         out.append(Route(name=name, service=service, match=match,
                          timeout=timeout, host_rewrite=f.optional_string("host_rewrite"),
-                         retries=retries))
+                         retries=retries, subset=subset, split=split))
         f.finish()
     return tuple(out)
 
@@ -310,15 +316,43 @@ def _inbound_routes(top: Fields, problems: list[str], auth: AuthConfig) -> tuple
     return tuple(out)
 
 
-def _match(m: Fields) -> RouteMatch:
+def _match(m: Fields, headers: bool = False) -> RouteMatch:
     host = m.optional_string("host")
     if host is not None and not HOST.fullmatch(host.lower()):
         m.problem("host", f"must be a host name (got {host!r})")
     prefix = m.string("path_prefix", "/")
     if not prefix.startswith("/"):
         m.problem("path_prefix", "must start with /")
+    no_headers: tuple[tuple[str, str], ...] = ()
+    wanted = m.value("headers", no_headers, _str_pairs, "a mapping of header names to values") \
+        if headers else no_headers
     m.finish()
-    return RouteMatch(host.lower() if host else None, prefix)
+    return RouteMatch(host.lower() if host else None, prefix,
+                      tuple((k.lower(), v) for k, v in wanted))
+
+
+def _subset(f: Fields) -> Subset:
+    no_tags: tuple[str, ...] = ()
+    no_meta: tuple[tuple[str, str], ...] = ()
+    out = Subset(tags=f.value("tags", no_tags, _str_tuple, "a list of strings"),
+                 meta=f.value("meta", no_meta, _str_pairs, "a mapping of strings"))
+    f.finish()
+    return out
+
+
+def _split(f: Fields) -> tuple[Backend, ...]:
+    out = []
+    for path, raw in f.items("split"):
+        b = Fields(raw, path, f.problems)
+        subset = _subset(b.child("subset"))
+        weight = b.integer("weight", 0, minimum=0, maximum=10_000)
+        if not b.has("weight"):
+            b.problem("weight", "is required")
+        b.finish()
+        out.append(Backend(subset, weight))
+    if out and sum(b.weight for b in out) == 0:
+        f.problem("split", "the weights add up to 0")
+    return tuple(out)
 
 
 _RETRY_ON = {r.value: r for r in RetryOn}

@@ -87,6 +87,33 @@ class Discovery:
 class RouteMatch:
     host: str | None = None  # authority without port, lower case; None matches any
     path_prefix: str = "/"
+    # Request headers that must be present with these exact values (names lower case):
+    # how a caller asks for a version (`x-api-version: v2`).
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Subset:
+    """Some endpoints of a service: those with all these tags and meta values (Consul's
+    service tags and meta, or the static file's). Empty: all of them."""
+
+    tags: tuple[str, ...] = ()
+    meta: tuple[tuple[str, str], ...] = ()
+
+    def admits(self, endpoint: Endpoint) -> bool:
+        return all(t in endpoint.tags for t in self.tags) and \
+            all(kv in endpoint.meta for kv in self.meta)
+
+    def __str__(self) -> str:
+        return ",".join([*self.tags, *(f"{k}={v}" for k, v in self.meta)]) or "all"
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """One side of a traffic split: a subset of the route's service, and its weight."""
+
+    subset: Subset
+    weight: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +125,9 @@ class Route:
     timeout: float | None = None
     host_rewrite: str | None = None
     retries: RetryPolicy | None = None  # None: the upstream's
+    subset: Subset = Subset()  # which endpoints of the service serve this route
+    # A canary: requests spread over subsets by weight (instead of `subset`).
+    split: tuple[Backend, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from time import monotonic
 from typing import Any
 
 from ..balance import Balancer, make_balancer
-from ..config.model import Address, Endpoint, Upstream
+from ..config.model import Address, Endpoint, Subset, Upstream
 from ..discovery.base import EndpointSet
 from ..health import ClusterHealth, HealthSettings, Prober, Result
 from ..policy.breaker import Breaker, BreakerConfig, WindowType
@@ -73,8 +73,9 @@ def _breaker(settings: Upstream) -> Breaker | None:
 class Cluster:
     def __init__(self, name: str, settings: Upstream, loop: asyncio.AbstractEventLoop,
                  rng: random.Random | None = None, tls: ClientTls | None = None,
-                 health: HealthSettings | None = None) -> None:
+                 health: HealthSettings | None = None, subset: Subset | None = None) -> None:
         self.name = name
+        self.subset = subset  # only the endpoints it admits (a version), or all of them
         self.tls = tls  # mTLS to this service's sidecars, when the mesh has an identity
         self.settings = settings
         self.loop = loop
@@ -145,7 +146,10 @@ class Cluster:
         self.settled = endpoint_set.settled
         by_address = {ue.endpoint.address: ue for ue in self.endpoints}
         fresh: list[UpstreamEndpoint] = []
+        subset = self.subset
         for ep in endpoint_set.endpoints:
+            if subset is not None and not subset.admits(ep):
+                continue
             old = by_address.pop(ep.address, None)
             pool = old.pool if old is not None else Pool(ep.address, self.settings, self.loop,
                                                                   self.tls)

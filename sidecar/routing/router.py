@@ -7,6 +7,7 @@ when no route matched (the mesh's implicit route, like Linkerd's).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -25,13 +26,14 @@ def host_of(authority: bytes) -> bytes:
 
 
 class RouteEntry:
-    __slots__ = ("backoff", "cluster", "host", "host_rewrite", "name", "policy", "prefix",
-                 "retry", "stats", "timeout")
+    __slots__ = ("_rng", "_total", "backoff", "cluster", "headers", "host", "host_rewrite", "name", "policy",
+                 "prefix", "retry", "split", "stats", "timeout")
 
     def __init__(self, name: str, cluster: Cluster, stats: Any, timeout: float,
                  host: str | None = None, prefix: str = "/",
                  host_rewrite: str | None = None, policy: Any = None,
-                 retry: RetryPolicy | None = None) -> None:
+                 retry: RetryPolicy | None = None,
+                 headers: tuple[tuple[str, str], ...] = ()) -> None:
         self.name = name
         self.cluster = cluster
         self.stats = stats
@@ -40,10 +42,35 @@ class RouteEntry:
         self.prefix = prefix.encode()
         self.host_rewrite = host_rewrite.encode() if host_rewrite else None
         self.policy = policy  # inbound.policy.RoutePolicy: what a request must pass, or None
+        self.headers = tuple((k.encode(), v.encode()) for k, v in headers)
+        # A traffic split: (cumulative weight, the entry of that backend); see `choose`.
+        self.split: tuple[tuple[int, RouteEntry], ...] = ()
         # Which failed tries go again (None or one attempt: none), and how long to wait.
         self.retry = retry if retry is not None and retry.max_attempts > 1 else None
         self.backoff = Backoff(retry.backoff_base_s, retry.backoff_cap_s, cluster.rng) \
             if self.retry is not None and retry is not None else None
+
+
+    def split_over(self, backends: list[tuple[int, RouteEntry]], rng: random.Random) -> None:
+        """Requests matching this entry go to one of `backends`, in proportion to weight."""
+        total, table = 0, []
+        for weight, entry in backends:
+            if weight > 0:
+                total += weight
+                table.append((total, entry))
+        self.split = tuple(table)
+        self._rng = rng
+        self._total = total
+
+    def choose(self) -> RouteEntry:
+        point = self._rng.random() * self._total
+        for bound, entry in self.split:
+            if point < bound:
+                return entry
+        return self.split[-1][1]
+
+    def matches_headers(self, head: RequestHead) -> bool:
+        return all(head.header(name) == value for name, value in self.headers)
 
 
 class Router:
@@ -62,8 +89,9 @@ class Router:
         host = host_of(head.authority)
         target = head.target
         for entry in self.entries:
-            if (entry.host is None or entry.host == host) and target.startswith(entry.prefix):
-                return entry
+            if (entry.host is None or entry.host == host) and target.startswith(entry.prefix) \
+                    and (not entry.headers or entry.matches_headers(head)):
+                return entry.choose() if entry.split else entry
         if self._implicit is None:
             return None
         try:

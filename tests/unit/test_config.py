@@ -96,3 +96,25 @@ def test_circuit_breaker_settings_and_their_errors() -> None:
         "upstream.circuit_breaker.failure_rate: must be a percentage (got 150)",
         "upstream.circuit_breaker.half_open_calls: must be an integer >= 1 (got 0)",
     ]
+
+
+def test_versions_subsets_and_splits() -> None:
+    config = load_data({"routes": [
+        {"name": "v2", "service": "portfolio", "match": {"headers": {"X-Api-Version": "2"}},
+         "subset": {"tags": ["v2"], "meta": {"track": "canary"}}},
+        {"name": "canary", "service": "portfolio", "split": [{"subset": {"tags": ["v1"]}, "weight": 9},
+                                           {"subset": {"tags": ["v2"]}, "weight": 1}]}]})
+    first, second = config.routes
+    assert first.match.headers == (("x-api-version", "2"),)
+    assert first.subset.tags == ("v2",) and first.subset.meta == (("track", "canary"),)
+    assert [b.weight for b in second.split] == [9, 1]
+    assert problems({"routes": [
+        {"name": "x", "service": "a", "subset": {"tags": ["v1"]},
+         "split": [{"subset": {}, "weight": 1}]},
+        {"name": "y", "service": "a", "split": [{"subset": {"tags": ["v1"]}, "weight": 0}]},
+        {"name": "z", "service": "a", "split": [{"subset": {"tags": "v1"}}]}]}) == [
+        "routes[0].split: a route has either a subset or a split, not both",
+        "routes[1].split: the weights add up to 0",
+        "routes[2].split[0].subset.tags: must be a list of strings (got 'v1')",
+        "routes[2].split[0].weight: is required",
+        "routes[2].split: the weights add up to 0"]
