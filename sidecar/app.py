@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import random
 import logging
+import random
 import time
 from collections.abc import Iterator
 from time import monotonic

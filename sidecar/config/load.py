@@ -22,10 +22,10 @@ from .errors import ConfigError
 from .fields import Fields, join, parse_address
 from .model import (
     App,
+    Backend,
     CircuitBreaker,
     Config,
     Discovery,
-    Backend,
     Endpoint,
     Identity,
     InboundRoute,
