@@ -177,6 +177,11 @@ class Upstream:
     timeout: float = 15.0  # default response-head timeout when a route sets none
     max_connections_per_endpoint: int = 1024
     max_idle_per_endpoint: int = 128
+    # Envoy's cluster limits: requests in flight to a service, and waiting for a connection
+    # to one endpoint. Past them: 503 UPSTREAM_OVERFLOW at once (queueing more would only
+    # add latency to a service that is already saturated).
+    max_requests: int = 1024
+    max_pending_per_endpoint: int = 1024
     idle_timeout: float = 30.0  # pooled connections unused this long are closed
     # least_request (P2C over peak EWMA latency times in-flight), round_robin, ring_hash, random
     balancer: str = "least_request"

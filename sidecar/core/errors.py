@@ -29,6 +29,7 @@ class ErrorCode(Enum):
     FORBIDDEN = "FORBIDDEN"
     RATE_LIMITED = "RATE_LIMITED"
     CIRCUIT_OPEN = "CIRCUIT_OPEN"
+    UPSTREAM_OVERFLOW = "UPSTREAM_OVERFLOW"
     INTERNAL_ERROR = "INTERNAL_ERROR"
     DRAINING = "DRAINING"
 
@@ -59,6 +60,7 @@ _STATUS: dict[ErrorCode, tuple[int, bool]] = {
     ErrorCode.FORBIDDEN: (403, False),
     ErrorCode.RATE_LIMITED: (429, False),
     ErrorCode.CIRCUIT_OPEN: (503, False),
+    ErrorCode.UPSTREAM_OVERFLOW: (503, False),
     ErrorCode.INTERNAL_ERROR: (500, False),
     ErrorCode.DRAINING: (503, True),
 }

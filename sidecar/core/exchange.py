@@ -8,7 +8,7 @@ from ..protocol.events import RequestHead
 
 
 class Exchange:
-    __slots__ = ("attempt", "breaker", "bytes_in", "bytes_out", "deadline_at", "downstream",
+    __slots__ = ("attempt", "breaker", "limits", "bytes_in", "bytes_out", "deadline_at", "downstream",
                  "endpoint", "flag", "forwarded", "head", "keep_alive", "pending", "pick",
                  "replay", "replay_size", "request_done", "request_id", "response_chunked",
                  "response_extra", "response_started", "retried", "route", "span", "start",
@@ -24,6 +24,7 @@ class Exchange:
         self.endpoint: Any = None
         self.pick: Any = None  # the balancer's handle: done(latency, ok) once, or cancel()
         self.breaker: Any = None  # the cluster's breaker, once it permitted this call
+        self.limits: Any = None  # the cluster's concurrency limits, once one slot is taken
         self.stats: Any = None  # where the outcome is counted
         self.upstream: Any = None  # the upstream connection, once attached
         self.forwarded = b""  # the head as sent upstream
@@ -56,6 +57,8 @@ class Exchange:
             self.pick.done(elapsed, ok)
         if self.breaker is not None:
             self.breaker.on_result(elapsed, not ok)
+        if self.limits is not None:
+            self.limits.release_request()
 
     def abandon(self) -> None:
         """The client left: nothing learned about the upstream; give back what was taken."""
@@ -63,3 +66,6 @@ class Exchange:
             self.pick.cancel()
         if self.breaker is not None:
             self.breaker.release()
+        if self.limits is not None:
+            self.limits.release_request()
+            self.limits = None

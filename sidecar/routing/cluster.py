@@ -20,6 +20,7 @@ from ..discovery.base import EndpointSet
 from ..health import ClusterHealth, HealthSettings, Prober, Result
 from ..policy.breaker import Breaker, BreakerConfig, WindowType
 from ..policy.budget import RetryBudget
+from ..policy.limits import ConcurrencyLimits, LimitsConfig
 from ..transport.client_tls import ClientTls
 from ..transport.pool import Pool
 
@@ -88,6 +89,8 @@ class Cluster:
         self._learned: Balancer[UpstreamEndpoint] | None = None  # the last one built
         self._sole: _Sole | None = None
         self.breaker = _breaker(settings)
+        # Requests in flight to this service (Envoy's max_requests).
+        self.limits = ConcurrencyLimits(LimitsConfig(max_requests=settings.max_requests))
         # Retries to this service, all routes together, stay within this budget.
         self.budget = RetryBudget(settings.retry_budget) if settings.retry_budget else None
         # Endpoint health (None: every endpoint is always balanced over). The balancer is
@@ -108,6 +111,8 @@ class Cluster:
         """A reload: new breaker or health settings start afresh; unchanged ones keep state."""
         if settings.circuit_breaker != self.settings.circuit_breaker:
             self.breaker = _breaker(settings)
+        if settings.max_requests != self.settings.max_requests:
+            self.limits.config = LimitsConfig(max_requests=settings.max_requests)
         if settings.retry_budget != self.settings.retry_budget:
             self.budget = RetryBudget(settings.retry_budget) if settings.retry_budget else None
         if self.health is not None and settings.health != self.health.settings:

@@ -244,6 +244,13 @@ class DownstreamConnection(Failures, Tunnelling, asyncio.Protocol):
     def _dispatch_to(self, ex: Exchange) -> None:
         """Balance `ex` over its route's cluster; it is sent once its bytes proved sound."""
         entry = ex.route
+        limits = entry.cluster.limits  # first: an overflow is no failure of the upstream's
+        if not limits.acquire_request():
+            self.respond_error(ex, ErrorCode.UPSTREAM_OVERFLOW,
+                               f"{limits.requests} requests already in flight to "
+                               f"{entry.cluster.name!r}")
+            return
+        ex.limits = limits
         breaker = entry.cluster.breaker
         if breaker is not None:
             if not breaker.try_acquire():

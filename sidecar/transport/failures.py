@@ -61,7 +61,9 @@ class Failures:
     def upstream_failed(self, ex: Exchange, code: ErrorCode, message: str) -> None:
         if ex is not self.exchange:
             return
-        if code not in ELSEWHERE:  # the upstream sent something unparseable
+        if code is ErrorCode.UPSTREAM_OVERFLOW:
+            pass  # the sidecar's own limit: nothing learned about the endpoint
+        elif code not in ELSEWHERE:  # the upstream sent something unparseable
             tries.endpoint_failed(ex, Failure.RESET)
         elif ex.route.retry is not None:
             if tries.retry(self, ex, RetryFailure.CONNECT_FAILURE, code):

@@ -33,6 +33,7 @@ class Pool:
         self.waiting: deque[Exchange] = deque()
         self.closed = False
         self.connect_errors = 0
+        self.overflows = 0  # requests refused: too many waiting for a connection
         self._tasks: set[asyncio.Task[None]] = set()
 
     def send(self, ex: Exchange) -> None:
@@ -46,6 +47,13 @@ class Pool:
                 conn.attach(ex)
                 return
         if self.busy >= self.settings.max_connections_per_endpoint:
+            if len(self.waiting) >= self.settings.max_pending_per_endpoint:
+                self.overflows += 1
+                ex.downstream.upstream_failed(
+                    ex, ErrorCode.UPSTREAM_OVERFLOW,
+                    f"{len(self.waiting)} requests already waiting for a connection to "
+                    f"{self.address[0]}:{self.address[1]}")
+                return
             self.waiting.append(ex)
             return
         self.connect(ex)
