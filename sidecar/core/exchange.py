@@ -8,11 +8,38 @@ from ..protocol.events import RequestHead
 
 
 class Exchange:
-    __slots__ = ("attempt", "breaker", "limits", "bytes_in", "bytes_out", "deadline_at", "downstream",
-                 "endpoint", "flag", "forwarded", "head", "keep_alive", "pending", "pick",
-                 "replay", "replay_size", "request_done", "request_id", "response_chunked",
-                 "response_extra", "response_started", "retried", "route", "span", "start",
-                 "stats", "status", "try_span", "upstream", "upstream_s")
+    __slots__ = (
+        "attempt",
+        "breaker",
+        "bytes_in",
+        "bytes_out",
+        "deadline_at",
+        "downstream",
+        "endpoint",
+        "flag",
+        "forwarded",
+        "head",
+        "keep_alive",
+        "limits",
+        "pending",
+        "pick",
+        "replay",
+        "replay_size",
+        "request_done",
+        "request_id",
+        "response_chunked",
+        "response_extra",
+        "response_started",
+        "retried",
+        "route",
+        "span",
+        "start",
+        "stats",
+        "status",
+        "try_span",
+        "upstream",
+        "upstream_s",
+    )
 
     def __init__(self, downstream: Any, head: RequestHead, request_id: bytes,
                  start: float) -> None:
