@@ -288,3 +288,62 @@ async def test_tls_metrics(ca, upstreams, sidecar, clients, http):
     expiry = [line for line in text.splitlines()
               if line.startswith("sidecar_certificate_expiry_seconds ")]
     assert expiry and 3000 < float(expiry[0].split()[1]) <= 3600
+
+
+async def test_a_silent_client_is_cut_at_the_handshake_timeout(ca, upstreams, sidecar) -> None:
+    app = await upstreams.raw(name="app")
+    server = ca.leaf("portfolio")
+    cfg = mesh_config(server, "portfolio", app=app.address)
+    cfg["identity"]["handshake_timeout"] = "300ms"
+    sc = await sidecar(cfg)
+
+    reader, writer = await asyncio.open_connection(*sc.inbound)  # TCP only, no ClientHello
+    try:
+        async with asyncio.timeout(3):
+            assert await reader.read(100) == b""  # closed by the sidecar
+    finally:
+        writer.close()
+    gate = sc.sidecar.listeners["inbound"].tls
+    await wait_for(lambda: gate.failed["timeout"] == 1)
+    assert gate.active == 0
+
+
+async def test_handshakes_beyond_the_bound_wait_their_turn(ca, upstreams, sidecar, clients) -> None:
+    app = await upstreams.raw(name="app")
+    server = ca.leaf("portfolio")
+    cfg = mesh_config(server, "portfolio", app=app.address)
+    cfg["identity"]["max_handshakes"] = 1
+    sc = await sidecar(cfg)
+    gate = sc.sidecar.listeners["inbound"].tls
+
+    # One connection holds the only slot by sending nothing.
+    _, idle = await asyncio.open_connection(*sc.inbound)
+    await wait_for(lambda: gate.active == 1)
+    ctx = client_ctx(ca.leaf("trading"), server.bundle)
+    waiting = asyncio.create_task(clients.connect(sc.inbound, ssl=ctx))
+    await asyncio.sleep(0.2)
+    assert not waiting.done() and len(gate.waiting) == 1  # queued, not refused
+    idle.close()  # the slot frees: the waiting handshake goes on
+    c = await asyncio.wait_for(waiting, 5)
+    assert (await c.get("/", host="portfolio")).status == 200
+
+
+async def test_tls_sessions_resume(ca, upstreams, sidecar) -> None:
+    app = await upstreams.raw(name="app")
+    server = ca.leaf("portfolio")
+    sc = await sidecar(mesh_config(server, "portfolio", app=app.address))
+    ctx = client_ctx(ca.leaf("trading"), server.bundle)
+
+    def get(session: ssl.SSLSession | None) -> tuple[ssl.SSLSession | None, bool]:
+        import socket
+        with socket.create_connection(sc.inbound, timeout=5) as raw, \
+                ctx.wrap_socket(raw, server_hostname="portfolio", session=session) as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: portfolio\r\nConnection: close\r\n\r\n")
+            while tls.recv(4096):
+                pass  # TLS 1.3 tickets arrive after the handshake: read to the end
+            return tls.session, tls.session_reused
+
+    session, reused = await asyncio.to_thread(get, None)
+    assert session is not None and not reused
+    _, reused = await asyncio.to_thread(get, session)
+    assert reused  # an abbreviated handshake: no certificate exchange, no signature
