@@ -15,7 +15,8 @@ Peak EWMA (Finagle's `PeakEwma`, tower's `peak_ewma`):
 - between samples the estimate fades toward zero with the same time constant, so an
   endpoint that was slow and then left alone is tried again after about
   `decay * ln(slow / fast)` and the balancer learns whether it recovered;
-- before its first sample an endpoint counts as `default_rtt`.
+- before its first sample an endpoint costs nothing while it has no request in flight
+  (so it gets one, a probe, at once) and `default_rtt` per request in flight after that.
 
 Reading an estimate does not change it (tower folds the idle decay into the record on
 every read, which makes a sample's weight depend on how often the record was read).
@@ -99,8 +100,13 @@ class Load:
         if self.sampled:  # latency(), inlined: this runs twice per pick
             settings = self.settings
             latency = self.estimate * math.exp(-max(now - self.stamp, 0.0) / settings.decay)
-        else:
+        elif self.pending:
             latency = self.settings.default_rtt
+        else:
+            # Never measured and nothing in flight: free, so it is tried at once. One
+            # request at a time until it answers (then it counts as default_rtt each):
+            # without this a new endpoint among fast ones (< default_rtt) is never picked.
+            latency = 0.0
         cost = latency * (self.pending + 1)
         return cost + PENALTY if now < self.penalty_until else cost
 

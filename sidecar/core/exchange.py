@@ -21,6 +21,7 @@ class Exchange:
         "head",
         "keep_alive",
         "limits",
+        "sent_at",
         "pending",
         "pick",
         "replay",
@@ -52,6 +53,10 @@ class Exchange:
         self.pick: Any = None  # the balancer's handle: done(latency, ok) once, or cancel()
         self.breaker: Any = None  # the cluster's breaker, once it permitted this call
         self.limits: Any = None  # the cluster's concurrency limits, once one slot is taken
+        # When the request went out on a connection: the balancer learns the endpoint's
+        # latency from then, not counting a connect (a new endpoint's first request would
+        # otherwise look slow, and least-request would shun it for tens of seconds).
+        self.sent_at = 0.0
         self.stats: Any = None  # where the outcome is counted
         self.upstream: Any = None  # the upstream connection, once attached
         self.forwarded = b""  # the head as sent upstream
@@ -81,7 +86,8 @@ class Exchange:
         """Report how it went, once: to the counters, the balancer and the breaker."""
         self.stats.observe(self.status, elapsed)
         if self.pick is not None:
-            self.pick.done(elapsed, ok)
+            sent_at = self.sent_at
+            self.pick.done(elapsed - (sent_at - self.start) if sent_at else elapsed, ok)
         if self.breaker is not None:
             self.breaker.on_result(elapsed, not ok)
         if self.limits is not None:

@@ -49,6 +49,12 @@ log = logging.getLogger("sidecar.discovery.consul")
 
 # An unchanged index returned sooner than this is followed by a pause of this long.
 MIN_SPACING = 0.05
+# A Consul agent that comes back (restarted, or reachable again) may answer "no instance"
+# for a few moments: it re-syncs its registrations and runs its checks first. Such an
+# answer, when it would empty a set that had endpoints, is believed only once it has
+# lasted this long; meanwhile the last good set stays and Consul is asked again often.
+RECOVERY_GRACE = 5.0
+RECOVERY_RECHECK = 0.25
 # What one request to Consul may raise when Consul is down, slow or unhappy.
 CONSUL_ERRORS: tuple[type[BaseException], ...] = (
     consul.ConsulException, aiohttp.ClientError, OSError, TimeoutError, ValueError)
@@ -159,6 +165,7 @@ class _Followed:
     last_error: str | None = None
     error_since: float | None = None
     last_answer: float | None = None
+    held_since: float | None = None  # an empty answer after a recovery, not believed yet
 
 
 class ConsulDiscovery(Discovery):
@@ -236,6 +243,9 @@ class ConsulDiscovery(Discovery):
                 await asyncio.sleep(backoff.next_delay())
                 continue
             backoff.reset()
+            if self._hold(service, f, query_index, endpoints, loop.time()):
+                await asyncio.sleep(RECOVERY_RECHECK)
+                continue
             previous = f.index
             f.index = next_index(previous, returned)
             if f.index == 0:
@@ -250,6 +260,25 @@ class ConsulDiscovery(Discovery):
             f.watched.set(EndpointSet(service, endpoints, known=known))
             if f.index == previous and loop.time() - started < MIN_SPACING:
                 await asyncio.sleep(MIN_SPACING)  # an early "no change": rate-limit
+
+    def _hold(self, service: str, f: _Followed, query_index: int,
+              endpoints: tuple[Endpoint, ...], now: float) -> bool:
+        """Keep the last good set instead of an empty answer read afresh after a recovery
+        (see RECOVERY_GRACE)? The next read is afresh too, until the answer is believed."""
+        recovering = query_index == 0 and f.answers > 0
+        if endpoints or not recovering or not f.watched.value.endpoints:
+            f.held_since = None
+            return False
+        if f.held_since is None:
+            f.held_since = now
+            log.info("consul answers no instance of %s right after recovering; keeping the "
+                     "last known endpoints for up to %gs", service, RECOVERY_GRACE)
+        if now - f.held_since >= RECOVERY_GRACE:
+            f.held_since = None
+            return False
+        f.index = 0
+        f.last_error = f.error_since = None
+        return True
 
     async def _registered(self, service: str) -> bool:
         """Has the catalog any instance of `service`, passing or not? (Asked only when

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from time import monotonic
 from typing import TYPE_CHECKING
 
 from ..protocol.h1 import ProtocolError, ResponseReader
@@ -47,6 +48,7 @@ class UpstreamConnection(asyncio.Protocol):
         assert self.transport is not None and self.exchange is None
         self.exchange = ex
         ex.upstream = self
+        ex.sent_at = monotonic()
         self.got_response = False
         reader = self.reader
         reader.sink = ex.downstream

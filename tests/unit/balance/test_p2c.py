@@ -128,11 +128,30 @@ def test_peak_jumps_at_once_then_decays_with_the_time_constant() -> None:
     assert load.latency(clock.now) == pytest.approx(before / math.e, rel=1e-9)
 
 
-def test_endpoints_without_samples_count_as_default_rtt() -> None:
-    for default_rtt, expected in ((0.030, "b"), (0.100, "a")):
+def test_an_endpoint_without_samples_is_probed_then_counts_as_default_rtt() -> None:
+    for default_rtt, second in ((0.010, "b"), (0.030, "a")):
         p2c, _ = make("ab", default_rtt=default_rtt)
         p2c.observe(p2c.loads.endpoints[0], 0.050)
-        assert pick(p2c).endpoint.name == expected
+        probe = pick(p2c)
+        assert probe.endpoint.name == "b"  # never measured, nothing in flight: tried at once
+        # With its probe in flight it costs default_rtt per request: 2 x 10 ms beats a's
+        # 50 ms; 2 x 30 ms does not.
+        assert pick(p2c).endpoint.name == second
+
+
+def test_a_new_endpoint_among_fast_ones_gets_traffic() -> None:
+    """Fast endpoints (1 ms) must not shut out one that joined later (the bug the Consul
+    fault tests found: an unsampled endpoint counted 30 ms and was never picked)."""
+    p2c, clock = make("abc")
+    for ep in p2c.loads.endpoints[:2]:
+        p2c.observe(ep, 0.001)
+    got: Counter[str] = Counter()
+    for _ in range(300):
+        handle = pick(p2c)
+        got[handle.endpoint.name] += 1
+        clock.now += 0.002
+        handle.done(0.001)
+    assert got["c"] > 30, got
 
 
 def test_a_fast_failure_does_not_look_fast() -> None:
