@@ -93,11 +93,15 @@ class Sidecar:
         app = Endpoint(*config.app.address)
         self.app_cluster.update(EndpointSet(name, (app,), known=True))
         inbound_stats = self.metrics.requests("inbound", name)
+        inbound_entries = []
+        for r in config.inbound_routes:
+            entry = RouteEntry(r.name, self.app_cluster, inbound_stats,
+                               r.timeout if r.timeout is not None else config.upstream.timeout,
+                               r.match.host, r.match.path_prefix, policy=self._policy(config, r))
+            entry.response_rewrite = self._response_rewrite(r)
+            inbound_entries.append(entry)
         inbound = Router([
-            *(RouteEntry(r.name, self.app_cluster, inbound_stats,
-                         r.timeout if r.timeout is not None else config.upstream.timeout,
-                         r.match.host, r.match.path_prefix, policy=self._policy(config, r))
-              for r in config.inbound_routes),
+            *inbound_entries,
             RouteEntry("app", self.app_cluster, inbound_stats, config.upstream.timeout,
                        policy=self._policy(config, None))])
         entries = [self._route_entry(config, r) for r in config.routes]
@@ -130,11 +134,27 @@ class Sidecar:
         if route is not None and route.rbac is not None and route.rbac.rules:
             from .auth.rbac import Rbac
             rbac = Rbac(route.rbac)
-        if guard is None and rbac is None and limiter is None:
+        cors = transform = None
+        if route is not None and route.cors is not None:
+            from .inbound.cors import Cors
+            cors = Cors(route.cors)
+        if route is not None and route.transform is not None:
+            from .inbound.transform import RequestTransform
+            transform = RequestTransform(route.transform) or None
+        if guard is None and rbac is None and limiter is None and cors is None \
+                and transform is None:
             return None
         return RoutePolicy(name, config.service.name, self.metrics, guard=guard,
                            jwt_dry_run=route.jwt.dry_run if route and route.jwt else False,
-                           rbac=rbac, limiter=limiter)
+                           rbac=rbac, limiter=limiter, cors=cors, transform=transform)
+
+    @staticmethod
+    def _response_rewrite(route: InboundRoute) -> Any:
+        """The route's response transform as a head-rewriting function, or None."""
+        if route.transform is None or not route.transform.response_headers:
+            return None
+        from .inbound.transform import ResponseTransform
+        return ResponseTransform(route.transform).rewrite
 
     # running ------------------------------------------------------------------------
     async def start(self) -> None:

@@ -13,6 +13,8 @@ from ..auth.config import AuthConfig
 from ..auth.parse import read_auth
 from ..auth.parse_route import read_rbac, read_route_auth
 from ..health.config import parse_health
+from ..inbound.cors import read_cors
+from ..inbound.transform import read_transform
 from ..policy.budget import BudgetConfig
 from ..policy.retry import RetryOn, RetryPolicy
 from ..ratelimit.config import read_rules, read_section
@@ -310,8 +312,11 @@ def _inbound_routes(top: Fields, problems: list[str], auth: AuthConfig) -> tuple
         rbac = read_rbac(f.data.get("rbac"), join(path, "rbac"), problems) \
             if f.has("rbac") else None
         f.seen.update(("jwt", "rbac"))
+        cors = read_cors(f.child("cors")) if f.has("cors") else None
+        transform = read_transform(f.child("transform")) if f.has("transform") else None
         out.append(InboundRoute(name=name, match=match, jwt=jwt, rbac=rbac,
-                                rate_limits=read_rules(f), timeout=f.optional_duration("timeout")))
+                                rate_limits=read_rules(f), timeout=f.optional_duration("timeout"),
+                                cors=cors, transform=transform or None))
         f.finish()
     return tuple(out)
 

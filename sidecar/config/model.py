@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from ..auth.config import AuthConfig, RbacConfig, RouteAuth
 from ..health.config import HealthSettings
+from ..inbound.cors import CorsConfig
+from ..inbound.transform import TransformConfig
 from ..policy.budget import BudgetConfig
 from ..policy.retry import RetryPolicy
 from ..ratelimit.config import RateLimiting, Rule
@@ -144,6 +146,8 @@ class InboundRoute:
     rbac: RbacConfig | None = None
     rate_limits: tuple[Rule, ...] = ()
     timeout: float | None = None
+    cors: CorsConfig | None = None  # browsers' cross-origin calls; preflights answered here
+    transform: TransformConfig | None = None  # Kong's request/response-transformer
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,9 @@ Origins: `*` (any; not with credentials), exact `scheme://host[:port]` (compared
 browsers send them: lower case, default ports left out), wildcard `https://*.example.com`
 (one or more labels; never the bare domain) and `http://localhost:*` (any port), or a
 regular expression written `~^https://(app|admin)\\.example\\.com$` (matched against the
-whole origin). Kong guesses a regex from special characters and leaves it unanchored on
-the left; here a pattern is always explicit and always matches the whole origin.
+whole origin). Kong reads any entry holding a special character as a regex (where the dots
+of `https://*.example.com` match anything); here a pattern is explicit: `*` is the only
+wildcard, and `~` marks a regex.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ Header = tuple[bytes, bytes]
 
 DEFAULT_METHODS = ("GET", "HEAD", "PUT", "PATCH", "POST", "DELETE", "OPTIONS")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_ORIGIN = re.compile(r"([a-z][a-z0-9+.-]*)://(\*\.)?([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(\d{1,5}|\*))?")
+# scheme :// [*.] host [:port | :*], lower case (IPv6 hosts in brackets)
+_ORIGIN = re.compile(
+    r"([a-z][a-z0-9+.-]*)://(\*\.)?([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(\d{1,5}|\*))?")
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 _VARY = (b"vary", b"Origin")
 

@@ -1,7 +1,8 @@
-"""The inbound policy stack of one route: JWT → RBAC → rate limits, in that order.
+"""The inbound policy stack of one route: CORS → JWT → RBAC → rate limits → transform.
 
 (Identity comes first, at the TLS handshake: by the time a request is here, its peer's
-SPIFFE ID is known or there is none.)
+SPIFFE ID is known or there is none. CORS comes before JWT: browsers send preflights
+without credentials. The request transform comes last, on a request already allowed.)
 
 How this works: `RoutePolicy.check(ex, peer, client_ip)` runs every step as plain calls
 and answers at once in the common case: `None` (go on; the request head may have been
@@ -33,8 +34,10 @@ if TYPE_CHECKING:
     from ..ratelimit.decision import Decision
     from ..ratelimit.limiter import Limiter
     from ..telemetry.metrics import Metrics
+    from .cors import Cors
+    from .transform import RequestTransform
 
-__all__ = ["Denied", "RoutePolicy"]
+__all__ = ["Denied", "Reply", "RoutePolicy"]
 
 log = logging.getLogger("sidecar.policy")
 
@@ -48,13 +51,23 @@ class Denied:
     headers: list[Header]
 
 
-Result = Denied | None | Awaitable[Denied | None]
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An answer the sidecar gives itself that is no error (a CORS preflight's)."""
+
+    status: int
+    headers: list[Header]
+
+
+Decided = Denied | None | Awaitable[Denied | None]  # what the checks answer
+Result = Decided | Reply
 
 
 class RoutePolicy:
     def __init__(self, route: str, service: str, metrics: Metrics, *,
                  guard: RouteGuard | None = None, jwt_dry_run: bool = False,
-                 rbac: Rbac | None = None, limiter: Limiter | None = None) -> None:
+                 rbac: Rbac | None = None, limiter: Limiter | None = None,
+                 cors: Cors | None = None, transform: RequestTransform | None = None) -> None:
         self.route = route
         self.service = service
         self.metrics = metrics
@@ -62,9 +75,40 @@ class RoutePolicy:
         self.jwt_dry_run = jwt_dry_run
         self.rbac = rbac
         self.limiter = limiter
+        self.cors = cors
+        self.transform = transform
 
     # the stack, in order ---------------------------------------------------------------
     def check(self, ex: Exchange, peer: str | None, client_ip: str) -> Result:
+        cors = self.cors
+        if cors is not None:
+            head = ex.head
+            preflight = cors.preflight(head.method, head.headers)
+            if preflight is not None:
+                return Reply(*preflight)
+            ex.response_extra += cors.response_lines(head.method, head.headers)
+        result = self._authorize(ex, peer, client_ip)
+        if result is None:
+            if self.transform is not None:
+                self._transform(ex)
+            return None
+        if isinstance(result, Denied) or self.transform is None:
+            return result
+        return self._transform_later(ex, result)
+
+    def _transform(self, ex: Exchange) -> None:
+        assert self.transform is not None
+        head = ex.head
+        head.headers, head.target = self.transform.apply(head.headers, head.target)
+
+    async def _transform_later(self, ex: Exchange,
+                               pending: Awaitable[Denied | None]) -> Denied | None:
+        result = await pending
+        if result is None:
+            self._transform(ex)
+        return result
+
+    def _authorize(self, ex: Exchange, peer: str | None, client_ip: str) -> Decided:
         guard = self.guard
         verified = None
         if guard is not None:
@@ -97,7 +141,7 @@ class RoutePolicy:
         return rest if rest is None or isinstance(rest, Denied) else await rest
 
     def _after_jwt(self, ex: Exchange, peer: str | None, client_ip: str,
-                   verified: Verified | None) -> Result:
+                   verified: Verified | None) -> Decided:
         claims = verified.claims if verified is not None else None
         rbac = self.rbac
         if rbac is not None:
@@ -134,7 +178,7 @@ class RoutePolicy:
                 return Denied(ErrorCode.RATE_LIMITED, "rate limit exceeded",
                               rate_limit_headers(d))
         if limiter.headers_on_allowed:
-            ex.response_extra = b"".join(b"%b: %b\r\n" % kv for kv in rate_limit_headers(d))
+            ex.response_extra += b"".join(b"%b: %b\r\n" % kv for kv in rate_limit_headers(d))
         return None
 
     # explain: every step's decision, nothing enforced, counted or taken --------------------

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_from_bytes, unquote_to_bytes
 
+from ..telemetry.propagation import PROPAGATION_HEADERS
+
 if TYPE_CHECKING:
     from ..config.fields import Fields
 
@@ -53,11 +55,13 @@ _SAFE_BYTES = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")  # what a rendered header 
 _TEMPLATE = re.compile(
     r"\$\((headers|query_params)(?:\.([A-Za-z0-9_.-]+)|\[[\"']([^\"'\]]+)[\"']\])\)")
 # Fields the sidecar itself owns on the way in: framing, hop-by-hop, routing, and the
-# ones `forwarding.request_head` sets (a transform would be silently undone there).
+# ones `forwarding.request_head` sets or replaces (a transform would be silently undone
+# there, or would forge a trace or a deadline).
 _RESERVED_REQUEST = frozenset((
     "host", "content-length", "transfer-encoding", "connection", "keep-alive", "te",
     "trailer", "upgrade", "proxy-connection", "x-request-id", "x-forwarded-for",
-    "x-forwarded-client-cert"))
+    "x-forwarded-client-cert", "x-request-timeout", "grpc-timeout",
+    *(n.decode() for n in PROPAGATION_HEADERS)))
 _RESERVED_RESPONSE = frozenset((
     "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer",
     "upgrade", "proxy-connection"))
@@ -78,13 +82,17 @@ class Template:
         for part in self.parts:
             if isinstance(part, bytes):
                 out.append(part)
-            elif part[0] == "headers":
-                out.append(b", ".join(v for k, v in headers if k == part[1]))
-            else:  # the first value, decoded
-                v = next((v for k, v in query or () if k == part[1]), b"")
-                if b"%" in v or b"+" in v:
-                    v = unquote_to_bytes(v.replace(b"+", b" "))
-                out.append(v)
+                continue
+            source, name = part
+            if source == "headers":  # every value, as one list
+                out.append(b", ".join([v for k, v in headers if k == name]))
+                continue
+            for k, v in query or ():  # the first value, decoded
+                if k == name:
+                    if b"%" in v or b"+" in v:
+                        v = unquote_to_bytes(v.replace(b"+", b" "))
+                    out.append(v)
+                    break
         return b"".join(out)
 
 
@@ -256,11 +264,9 @@ Render = Callable[[Value], bytes | None]
 
 def _find(fields: list[Header], name: bytes) -> int:
     """The index of the first field of `name`, or -1 (a loop: cheaper than a generator)."""
-    i = 0
-    for k, _ in fields:
+    for i, (k, _) in enumerate(fields):
         if k == name:
             return i
-        i += 1
     return -1
 
 

@@ -190,12 +190,18 @@ def _rebuilt_response_head(head: ResponseHead, request_id: bytes, keep_alive: bo
 def simple_response(status: int, body: bytes, *, request_id: bytes, keep_alive: bool,
                     content_type: bytes = b"application/json",
                     extra: list[tuple[bytes, bytes]] | None = None,
-                    http10: bool = False) -> bytes:
-    """A complete response made by the sidecar itself (errors, local answers)."""
-    out = [status_line(status), b"content-type: %b\r\ncontent-length: %d\r\n"
-           b"x-request-id: %b\r\n" % (content_type, len(body), request_id)]
+                    http10: bool = False, lines: bytes = b"") -> bytes:
+    """A complete response made by the sidecar itself (errors, local answers); `lines`:
+    header lines of our own, already framed (CORS, RateLimit-*)."""
+    if status in (204, 304):  # no content, so no content fields (RFC 9110 8.6, 15.3.5)
+        out = [status_line(status), b"x-request-id: %b\r\n" % request_id]
+    else:
+        out = [status_line(status), b"content-type: %b\r\ncontent-length: %d\r\n"
+               b"x-request-id: %b\r\n" % (content_type, len(body), request_id)]
     for k, v in extra or ():
         out += (k, _SEP, v, _CRLF)
+    if lines:
+        out.append(lines)
     if not keep_alive:
         out.append(b"connection: close\r\n")
     elif http10:

@@ -26,8 +26,23 @@ def host_of(authority: bytes) -> bytes:
 
 
 class RouteEntry:
-    __slots__ = ("_rng", "_total", "backoff", "cluster", "headers", "host", "host_rewrite", "name", "policy",
-                 "prefix", "retry", "split", "stats", "timeout")
+    __slots__ = (
+        "_rng",
+        "_total",
+        "backoff",
+        "cluster",
+        "headers",
+        "host",
+        "host_rewrite",
+        "name",
+        "policy",
+        "prefix",
+        "response_rewrite",
+        "retry",
+        "split",
+        "stats",
+        "timeout",
+    )
 
     def __init__(self, name: str, cluster: Cluster, stats: Any, timeout: float,
                  host: str | None = None, prefix: str = "/",
@@ -42,6 +57,8 @@ class RouteEntry:
         self.prefix = prefix.encode()
         self.host_rewrite = host_rewrite.encode() if host_rewrite else None
         self.policy = policy  # inbound.policy.RoutePolicy: what a request must pass, or None
+        # Edits the response head on its way to the client (a response transform), or None.
+        self.response_rewrite: Callable[[bytes], bytes] | None = None
         self.headers = tuple((k.encode(), v.encode()) for k, v in headers)
         # A traffic split: (cumulative weight, the entry of that backend); see `choose`.
         self.split: tuple[tuple[int, RouteEntry], ...] = ()

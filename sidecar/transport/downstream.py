@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.errors import ErrorCode
 from ..core.exchange import Exchange
 from ..core.request_id import new_request_id
-from ..inbound.policy import Denied
+from ..inbound.policy import Denied, Reply
 from ..policy.deadline import outgoing_headers, read_incoming
 from ..policy.retry import HttpStatus
 from ..protocol.events import Headers, RequestHead, ResponseHead
@@ -211,6 +211,8 @@ class DownstreamConnection(Failures, Tunnelling, asyncio.Protocol):
             if verdict is not None:
                 if isinstance(verdict, Denied):
                     self.respond_error(ex, verdict.code, verdict.message, verdict.headers)
+                elif isinstance(verdict, Reply):
+                    self.respond_local(ex, verdict.status, verdict.headers)
                 else:  # a policy step must wait (JWKS refresh, Redis): the body waits too
                     ex.pending = []
                     self.listener.wait_for(verdict, lambda result: self._passed(ex, result))
@@ -363,9 +365,10 @@ class DownstreamConnection(Failures, Tunnelling, asyncio.Protocol):
             keep = False  # HTTP/1.0 client: the body ends when we close
         ex.keep_alive = keep
         ex.response_chunked = chunked
-        self.wbuf.append(response_head(head, request_id=ex.request_id, keep_alive=keep,
-                                       chunked=chunked, extra=ex.response_extra,
-                                       http10=ex.head.version == "1.0"))
+        out = response_head(head, request_id=ex.request_id, keep_alive=keep, chunked=chunked,
+                            extra=ex.response_extra, http10=ex.head.version == "1.0")
+        rewrite = ex.route.response_rewrite
+        self.wbuf.append(out if rewrite is None else rewrite(out))
         self.timer = BODY
         # From the request's start, not now: a clock read saved, and timeouts are coarse.
         self.deadline = ex.start + self.listener.state.limits.idle_timeout

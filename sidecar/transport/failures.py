@@ -139,6 +139,20 @@ class Failures:
         body = envelope(code, message, ex.request_id.decode(), service)
         self.wbuf.append(simple_response(code.status, body, request_id=ex.request_id,
                                          keep_alive=keep, extra=headers,
+                                         http10=ex.head.version == "1.0",
+                                         lines=ex.response_extra))
+        self._finish(ex)
+
+    def respond_local(self, ex: Exchange, status: int, headers: list[tuple[bytes, bytes]],
+                      ) -> None:
+        """Answer `ex` here, not as an error (a CORS preflight): no body, our headers."""
+        ex.pending = None
+        ex.response_started = True
+        ex.status = status
+        keep = ex.keep_alive and ex.request_done
+        ex.keep_alive = keep
+        self.wbuf.append(simple_response(status, b"", request_id=ex.request_id,
+                                         keep_alive=keep, extra=headers,
                                          http10=ex.head.version == "1.0"))
         self._finish(ex)
 

@@ -255,3 +255,53 @@ async def test_explain_says_which_route_and_why_without_sending_anything(
     async with http.get(url, params={"path": "/elsewhere"}) as resp:
         assert (await resp.json()) == {"route": "app", "policies": [], "decision": "allow"}
     assert app.requests == []
+
+
+async def test_transforms_and_cors_on_an_inbound_route(upstreams, sidecar, clients) -> None:
+    app = await upstreams.raw(name="app")
+    cfg = sidecar_config(app=app.address)
+    cfg["inbound_routes"] = [{
+        "name": "trading", "match": {"path_prefix": "/trades"},
+        "transform": {
+            "request": {"remove": {"headers": ["x-debug"], "querystring": ["debug"]},
+                        "rename": {"headers": ["x-client-id:x-consumer"]},
+                        "add": {"headers": ["X-Service-Version:v1"],
+                                "querystring": ["source:mesh"]}},
+            "response": {"remove": {"headers": ["x-powered-by"]},
+                         "add": {"headers": ["X-Service-Version:v1"]}}},
+        "cors": {"origins": ["https://*.example.com"], "methods": ["GET", "POST"],
+                 "credentials": True, "max_age": 600, "exposed_headers": ["X-Total"]}}]
+    sc = await sidecar(cfg)
+    c = await clients.connect(sc.inbound)
+
+    # The seed's request-transformer: the app sees the edited request.
+    r = await c.request("GET", "/trades?debug=1&acct=7", [
+        ("Host", "trading"), ("X-Debug", "yes"), ("X-Client-Id", "c-9"),
+        ("Origin", "https://app.example.com")])
+    assert r.status == 200, r
+    req = app.requests[-1]
+    assert req.target == "/trades?acct=7&source=mesh"
+    assert req.header("x-debug") is None and req.header("x-consumer") == "c-9"
+    assert req.header("x-service-version") == "v1"
+    # ...and the client the edited response, with the CORS fields for its origin.
+    assert r.header("x-service-version") == "v1"
+    assert r.header("access-control-allow-origin") == "https://app.example.com"
+    assert r.header("access-control-allow-credentials") == "true"
+
+    # A preflight is answered by the sidecar; the app never sees it.
+    seen = len(app.requests)
+    r = await c.request("OPTIONS", "/trades", [
+        ("Host", "trading"), ("Origin", "https://app.example.com"),
+        ("Access-Control-Request-Method", "POST"),
+        ("Access-Control-Request-Headers", "content-type")])
+    assert r.status == 204 and r.header("content-length") is None
+    assert r.header("access-control-allow-methods") == "GET,POST"
+    assert r.header("access-control-max-age") == "600"
+    r = await c.request("OPTIONS", "/trades", [
+        ("Host", "trading"), ("Origin", "https://evil.test"),
+        ("Access-Control-Request-Method", "POST")])
+    assert r.status == 403 and r.header("access-control-allow-origin") is None
+    assert len(app.requests) == seen
+    # A request from an origin not allowed gets no CORS fields (the browser then blocks).
+    r = await c.request("GET", "/trades", [("Host", "trading"), ("Origin", "https://evil.test")])
+    assert r.status == 200 and r.header("access-control-allow-origin") is None
