@@ -153,3 +153,15 @@ class Fields:
         for key in self.data:
             if key not in self.seen:
                 self.problem(key, "unknown key")
+
+
+def read_or_raise(read: Callable[[Fields], T], data: Any, path: str) -> T:
+    """A section read from plain YAML data by `read`, or `ConfigError` with every problem:
+    the stand-alone form of the readers that the loader calls with its own `Fields`."""
+    from .errors import ConfigError
+
+    problems: list[str] = []
+    out = read(Fields(data, path, problems))
+    if problems:
+        raise ConfigError(problems)
+    return out

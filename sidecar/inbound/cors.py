@@ -144,14 +144,9 @@ def read_cors(f: Fields) -> CorsConfig:
 
 def parse_cors(data: Any, path: str = "cors") -> CorsConfig:
     """A `cors` section from plain YAML data; `ConfigError` lists every problem."""
-    from ..config.errors import ConfigError
-    from ..config.fields import Fields
+    from ..config.fields import read_or_raise
 
-    problems: list[str] = []
-    out = read_cors(Fields(data, path, problems))
-    if problems:
-        raise ConfigError(problems)
-    return out
+    return read_or_raise(read_cors, data, path)
 
 
 class Cors:

@@ -247,14 +247,9 @@ def read_transform(f: Fields) -> TransformConfig:
 
 def parse_transform(data: Any, path: str = "transform") -> TransformConfig:
     """A `transform` section from plain YAML data; `ConfigError` lists every problem."""
-    from ..config.errors import ConfigError
-    from ..config.fields import Fields
+    from ..config.fields import read_or_raise
 
-    problems: list[str] = []
-    out = read_transform(Fields(data, path, problems))
-    if problems:
-        raise ConfigError(problems)
-    return out
+    return read_or_raise(read_transform, data, path)
 
 
 # -- the edits, on a list of (name, value) ----------------------------------------------

@@ -9,8 +9,7 @@
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy import lazy_exports
 
 # Loaded on first use, so that importing one submodule (the config models, which
 # sidecar.config imports) does not pull in the rest (PyJWT, aiohttp, redis).
@@ -63,9 +62,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    try:
-        module = _WHERE[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    return getattr(importlib.import_module(f".{module}", __name__), name)
+__getattr__ = lazy_exports(__name__, _WHERE)

@@ -232,14 +232,9 @@ def read_section(f: Fields) -> RateLimiting:
 
 def parse(data: Any, path: str = "rate_limiting") -> RateLimiting:
     """A `rate_limiting` section from plain YAML data; `ConfigError` lists every problem."""
-    from ..config.errors import ConfigError
-    from ..config.fields import Fields
+    from ..config.fields import read_or_raise
 
-    problems: list[str] = []
-    out = read_section(Fields(data, path, problems))
-    if problems:
-        raise ConfigError(problems)
-    return out
+    return read_or_raise(read_section, data, path)
 
 
 def parse_rules(data: Any, path: str = "rate_limits") -> tuple[Rule, ...]:

@@ -21,7 +21,6 @@ persisted in the data dir and synced back to the catalog by the restarted agent.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import json
 import os
@@ -34,6 +33,8 @@ import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import TracebackType
+
+from .servers import RUNNING, http_get
 
 INSTALL_HINT = "run `bash scripts/install-consul.sh` (or `make system-deps`) to build it"
 DEFAULT_START_TIMEOUT = 20.0
@@ -126,32 +127,6 @@ def pick_ports(host: str = "127.0.0.1") -> ConsulPorts:
     return ConsulPorts(**chosen)
 
 
-_running: set[int] = set()  # pids of agents started and not yet reaped
-
-
-@atexit.register
-def _kill_leftovers() -> None:
-    """A test run that ends without stopping its agents must not leave them behind."""
-    for pid in list(_running):
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-
-
-async def _http_get(host: str, port: int, path: str, timeout: float) -> tuple[int, bytes]:
-    """A minimal HTTP/1.0 GET (no client library, nothing left open on failure)."""
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    try:
-        writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n".encode())
-        raw = await asyncio.wait_for(reader.read(), timeout)
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status = head.split(b" ", 2)[1:2]
-    return (int(status[0]) if status and status[0].isdigit() else 0), body
-
-
 class ConsulAgent:
     """`consul agent -dev` bound to 127.0.0.1 on ports of its own, in a temp dir of its own."""
 
@@ -229,7 +204,7 @@ class ConsulAgent:
                 *self.command(), stdin=asyncio.subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)  # a ^C in the terminal is for pytest, not Consul
-        _running.add(self.proc.pid)
+        RUNNING.add(self.proc.pid)
         try:
             await self._wait_ready(t0 + self.start_timeout)
         except BaseException:
@@ -252,13 +227,13 @@ class ConsulAgent:
                     f"consul agent not ready within {self.start_timeout:g}s ({last}); "
                     f"last log lines:\n{self.log_tail()}")
             try:
-                status, body = await _http_get(self.host, self.ports.http, "/v1/status/leader",
+                status, body = await http_get(self.host, self.ports.http, "/v1/status/leader",
                                                min(2.0, remaining))
                 leader = json.loads(body) if status == 200 else ""
                 if not leader:
                     last = f"leader: HTTP {status} {body[:100]!r}"
                 else:
-                    status, body = await _http_get(
+                    status, body = await http_get(
                         self.host, self.ports.http, f"/v1/catalog/node/{self.node_name}",
                         min(2.0, remaining))
                     node = json.loads(body) if status == 200 else None
@@ -286,7 +261,7 @@ class ConsulAgent:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
-        _running.discard(proc.pid)
+        RUNNING.discard(proc.pid)
 
     async def kill(self) -> None:
         """SIGKILL: an agent that dies without leaving."""
@@ -295,7 +270,7 @@ class ConsulAgent:
                 self.proc.kill()
             await self.proc.wait()
         if self.proc is not None:
-            _running.discard(self.proc.pid)
+            RUNNING.discard(self.proc.pid)
 
     async def restart(self, *, wipe_data: bool = False) -> None:
         """Stop and start again on the same ports with the same data dir.

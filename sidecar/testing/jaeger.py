@@ -24,7 +24,6 @@ The binary carries no UI assets (those need an npm build), which the API does no
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import json
 import os
@@ -39,6 +38,7 @@ from types import TracebackType
 from typing import Any
 
 from .consul import tools_dir
+from .servers import RUNNING, http_get
 
 __all__ = ["JaegerNotFound", "JaegerServer", "JaegerStartError", "find_jaeger"]
 
@@ -130,32 +130,6 @@ exporters:
     trace_storage: memstore
 """
 
-_running: set[int] = set()  # pids of servers started and not yet reaped
-
-
-@atexit.register
-def _kill_leftovers() -> None:
-    """A test run that ends without stopping its servers must not leave them behind."""
-    for pid in list(_running):
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-
-
-async def _get(host: str, port: int, path: str, timeout: float) -> tuple[int, bytes]:
-    """A minimal HTTP/1.0 GET (no client library, nothing left open on failure)."""
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    try:
-        writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n".encode())
-        raw = await asyncio.wait_for(reader.read(), timeout)
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status = head.split(b" ", 2)[1:2]
-    return (int(status[0]) if status and status[0].isdigit() else 0), body
-
-
 class JaegerServer:
     """Jaeger v2 with memory storage on 127.0.0.1, ports of its own, in a temp dir."""
 
@@ -208,7 +182,7 @@ class JaegerServer:
             self.proc = await asyncio.create_subprocess_exec(
                 *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)  # a ^C in the terminal is for pytest, not Jaeger
-        _running.add(self.proc.pid)
+        RUNNING.add(self.proc.pid)
         try:
             await self._wait_ready(time.monotonic() + self.start_timeout)
         except BaseException:
@@ -228,10 +202,10 @@ class JaegerServer:
                 raise JaegerStartError(f"jaeger not ready within {self.start_timeout:g}s "
                                        f"({last}); last log lines:\n{self.log_tail()}")
             try:
-                status, body = await _get(self.host, self.health_port, "/status",
+                status, body = await http_get(self.host, self.health_port, "/status",
                                           min(2.0, remaining))
                 if status == 200:
-                    status, body = await _get(self.host, self.query_port, "/api/services",
+                    status, body = await http_get(self.host, self.query_port, "/api/services",
                                               min(2.0, remaining))
                     if status == 200:
                         return
@@ -254,11 +228,11 @@ class JaegerServer:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
-        _running.discard(proc.pid)
+        RUNNING.discard(proc.pid)
 
     async def get_json(self, path: str, timeout: float = 5.0) -> tuple[int, Any]:
         """GET on the query API: (status, parsed JSON body or None)."""
-        status, body = await _get(self.host, self.query_port, path, timeout)
+        status, body = await http_get(self.host, self.query_port, path, timeout)
         try:
             return status, json.loads(body)
         except ValueError:

@@ -15,7 +15,6 @@ answers PING. Every server started is stopped on exit, even if a test forgot to.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import os
 import shutil
@@ -27,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 
 from .ports import free_port
+from .servers import RUNNING
 
 __all__ = ["RedisNotFound", "RedisServer", "RedisStartError", "find_redis_server"]
 
@@ -51,16 +51,6 @@ def find_redis_server() -> str:
     if found:
         return found
     raise RedisNotFound("no redis-server on PATH; install it (apt-get install redis-server)")
-
-
-_running: set[int] = set()  # pids of servers started and not yet reaped
-
-
-@atexit.register
-def _kill_leftovers() -> None:
-    for pid in list(_running):
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
 
 
 async def ping(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -126,7 +116,7 @@ class RedisServer:
             *self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True)  # a ^C in the terminal is for pytest, not Redis
-        _running.add(self.proc.pid)
+        RUNNING.add(self.proc.pid)
         deadline = time.monotonic() + self.start_timeout
         try:
             while not await ping(self.host, self.port, 0.5):
@@ -153,7 +143,7 @@ class RedisServer:
                 await asyncio.wait_for(proc.wait(), timeout)
             except TimeoutError:
                 await self.kill()
-        _running.discard(proc.pid)
+        RUNNING.discard(proc.pid)
 
     async def kill(self) -> None:
         """SIGKILL: a Redis that vanishes without a word."""
@@ -164,7 +154,7 @@ class RedisServer:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
-        _running.discard(proc.pid)
+        RUNNING.discard(proc.pid)
 
     async def restart(self) -> None:
         await self.stop()

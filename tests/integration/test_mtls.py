@@ -44,6 +44,20 @@ async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
             await asyncio.sleep(0.02)
 
 
+async def assert_refused(address: tuple[str, int], ctx: ssl.SSLContext) -> None:
+    """The listener refuses this client at the handshake. With TLS 1.3 the client's side of
+    the handshake ends before the server has judged its certificate, so the refusal may
+    arrive as the answer to the first request."""
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        reader, writer = await asyncio.open_connection(*address, ssl=ctx)
+        try:
+            writer.write(b"GET / HTTP/1.1\r\nHost: portfolio\r\n\r\n")
+            if not await asyncio.wait_for(reader.read(100), 5):
+                raise ConnectionResetError("closed without an answer")
+        finally:
+            writer.close()
+
+
 @pytest.fixture
 def ca(tmp_path: Path) -> MeshCa:
     return MeshCa(tmp_path)
@@ -98,17 +112,7 @@ async def test_strict_inbound_refuses_bad_certificates_at_the_handshake(
     sc = await sidecar(mesh_config(server, "portfolio", app=app.address))
     ctx = client_ctx(bad_client(ca, tmp_path, kind), server.bundle)
 
-    with pytest.raises((ssl.SSLError, ConnectionError)):
-        # TLS 1.3: the client's handshake ends before the server has judged its certificate,
-        # so the refusal may arrive as the answer to the first request.
-        reader, writer = await asyncio.open_connection(*sc.inbound, ssl=ctx)
-        try:
-            writer.write(b"GET / HTTP/1.1\r\nHost: portfolio\r\n\r\n")
-            data = await asyncio.wait_for(reader.read(100), 5)
-            if not data:
-                raise ConnectionResetError("closed without an answer")
-        finally:
-            writer.close()
+    await assert_refused(sc.inbound, ctx)
     gate = sc.sidecar.listeners["inbound"].tls
     await wait_for(lambda: gate.failed[REASON[kind]] == 1)
     assert app.requests == [] and gate.ok == 0
@@ -128,15 +132,7 @@ async def test_revocation_refuses_new_handshakes_without_a_restart(
     ca.revoke(trading)  # a new CRL lands in the sidecar's identity directory
     await wait_for(lambda: provider.rotations > rotations)
 
-    with pytest.raises((ssl.SSLError, ConnectionError)):
-        reader, writer = await asyncio.open_connection(
-            *sc.inbound, ssl=client_ctx(trading, server.bundle))
-        try:
-            writer.write(b"GET / HTTP/1.1\r\nHost: portfolio\r\n\r\n")
-            if not await asyncio.wait_for(reader.read(100), 5):
-                raise ConnectionResetError("closed without an answer")
-        finally:
-            writer.close()
+    await assert_refused(sc.inbound, client_ctx(trading, server.bundle))
     assert sc.sidecar.listeners["inbound"].tls.failed["revoked"] == 1
     # The connection made before the revocation was authenticated then; it carries on
     # until it closes (as in Envoy and Linkerd: revocation is checked at handshakes).
@@ -270,15 +266,7 @@ async def test_tls_metrics(ca, upstreams, sidecar, clients, http):
     sc = await sidecar(mesh_config(server, "portfolio", app=app.address))
     c = await clients.connect(sc.inbound, ssl=client_ctx(ca.leaf("trading"), server.bundle))
     assert (await c.get("/", host="portfolio")).status == 200
-    with pytest.raises((ssl.SSLError, ConnectionError)):
-        reader, writer = await asyncio.open_connection(
-            *sc.inbound, ssl=client_ctx(None, server.bundle))
-        try:
-            writer.write(b"GET / HTTP/1.1\r\nHost: p\r\n\r\n")
-            if not await asyncio.wait_for(reader.read(100), 5):
-                raise ConnectionResetError
-        finally:
-            writer.close()
+    await assert_refused(sc.inbound, client_ctx(None, server.bundle))
 
     host, port = sc.admin
     async with http.get(f"http://{host}:{port}/internal/v1/metrics") as resp:
