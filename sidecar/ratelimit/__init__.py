@@ -28,7 +28,7 @@ _WHERE = {
     "RedisStore": "redis_store",
     "Rule": "config",
     "Source": "decision",
-    "StoreUnavailable": "redis_store",
+    "StoreUnavailable": "store_errors",
     "Window": "config",
     "parse": "config",
     "parse_rules": "config",

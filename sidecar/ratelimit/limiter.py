@@ -20,11 +20,15 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from .bucket import Buckets, has_token, take_token
 from .config import Fallback, KeyBy, Policy, RateLimiting, Rule
 from .decision import Decision, Source, decide, fixed, slots
-from .redis_store import RedisStore, StoreUnavailable
+from .store_errors import StoreUnavailable
+
+if TYPE_CHECKING:  # redis (and what it imports: cryptography, OpenTelemetry) loads only with
+    from .redis_store import RedisStore  # `policy: redis`
 
 __all__ = ["Limiter", "RateLimits"]
 
@@ -187,6 +191,7 @@ class RateLimits:
         self._clock = clock
         self._own_store = store is None and config.policy is Policy.REDIS
         if config.policy is Policy.REDIS and store is None:
+            from .redis_store import RedisStore
             store = RedisStore.connect(config.redis)
         self.store = store if config.policy is Policy.REDIS else None
         self._shared = tuple(Buckets(r.windows, config.max_keys) for r in config.limits)

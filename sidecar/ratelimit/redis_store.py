@@ -43,6 +43,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
 from .config import RedisSettings
+from .store_errors import StoreUnavailable
 
 __all__ = ["CHECK", "Health", "RedisStore", "StoreUnavailable"]
 
@@ -106,10 +107,6 @@ end
 return out
 """
 _SHA = hashlib.sha1(CHECK.encode()).hexdigest()
-
-
-class StoreUnavailable(Exception):
-    """Redis did not answer the check in time (or at all): answer from the fallback."""
 
 
 class Health(Enum):
