@@ -73,7 +73,7 @@ class Sidecar:
 
     def _route_entry(self, config: Config, r: Route) -> RouteEntry:
         timeout = r.timeout if r.timeout is not None else config.upstream.timeout
-        stats = self.metrics.requests("outbound", r.service)
+        stats = self.metrics.requests("outbound", r.service, r.name)
 
         def entry(subset: Subset) -> RouteEntry:
             return RouteEntry(r.name, self._cluster(r.service, subset), stats, timeout,
@@ -92,17 +92,20 @@ class Sidecar:
             cluster.configure(config.upstream)
         app = Endpoint(*config.app.address)
         self.app_cluster.update(EndpointSet(name, (app,), known=True))
-        inbound_stats = self.metrics.requests("inbound", name)
+        # Requests answered before a route was found (malformed, too large...): route "-".
+        inbound_stats = self.metrics.requests("inbound", name, "-")
         inbound_entries = []
         for r in config.inbound_routes:
-            entry = RouteEntry(r.name, self.app_cluster, inbound_stats,
+            entry = RouteEntry(r.name, self.app_cluster,
+                               self.metrics.requests("inbound", name, r.name),
                                r.timeout if r.timeout is not None else config.upstream.timeout,
                                r.match.host, r.match.path_prefix, policy=self._policy(config, r))
             entry.response_rewrite = self._response_rewrite(r)
             inbound_entries.append(entry)
         inbound = Router([
             *inbound_entries,
-            RouteEntry("app", self.app_cluster, inbound_stats, config.upstream.timeout,
+            RouteEntry("app", self.app_cluster, self.metrics.requests("inbound", name, "app"),
+                       config.upstream.timeout,
                        policy=self._policy(config, None))])
         entries = [self._route_entry(config, r) for r in config.routes]
         timeout = config.upstream.timeout
@@ -110,7 +113,8 @@ class Sidecar:
         def implicit(host: str) -> RouteEntry | None:
             if not SERVICE_NAME.fullmatch(host):
                 return None
-            return RouteEntry(host, self._cluster(host), self.metrics.requests("outbound", host),
+            return RouteEntry(host, self._cluster(host),
+                              self.metrics.requests("outbound", host, host),
                               timeout, retry=config.upstream.retries)
 
         outbound = Router(entries, implicit)
@@ -118,7 +122,7 @@ class Sidecar:
             "inbound": ListenerState("inbound", name, b"http", config.limits, inbound,
                                      inbound_stats, self.tracer, self.access_log),
             "outbound": ListenerState("outbound", name, b"http", config.limits, outbound,
-                                      self.metrics.requests("outbound", "-"), self.tracer,
+                                      self.metrics.requests("outbound", "-", "-"), self.tracer,
                                       self.access_log),
         }
 

@@ -84,7 +84,8 @@ class Exchange:
 
     def settle(self, elapsed: float, ok: bool) -> None:
         """Report how it went, once: to the counters, the balancer and the breaker."""
-        self.stats.observe(self.status, elapsed)
+        self.stats.observe(self.status, elapsed, self.head.method, self.bytes_in,
+                           self.bytes_out)
         if self.pick is not None:
             sent_at = self.sent_at
             self.pick.done(elapsed - (sent_at - self.start) if sent_at else elapsed, ok)

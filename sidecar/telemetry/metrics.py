@@ -24,41 +24,62 @@ from . import names
 _BOUNDS = names.DURATION_BUCKETS
 
 
+# A request method as a label: the standard ones, and `other` for whatever else a client
+# invents (labels stay bounded).
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
+                                     "OPTIONS", "CONNECT", "TRACE")}
+
+
 class RequestStats:
-    """Requests of one (direction, service): counts by status and a duration histogram."""
+    """Requests of one (direction, service, route): counts by method and status, a duration
+    histogram, bytes in and out."""
 
-    __slots__ = ("buckets", "codes", "direction", "service", "sum")
+    __slots__ = ("buckets", "bytes_in", "bytes_out", "codes", "direction", "route", "service",
+                 "sum")
 
-    def __init__(self, direction: str, service: str) -> None:
+    def __init__(self, direction: str, service: str, route: str = "") -> None:
         self.direction = direction
         self.service = service
-        self.codes: dict[int, int] = {}
+        self.route = route
+        self.codes: dict[tuple[bytes, int], int] = {}  # (method, status) -> requests
         self.buckets = [0] * (len(_BOUNDS) + 1)  # per bucket, not cumulative; last is +Inf
         self.sum = 0.0
+        self.bytes_in = 0  # request bodies received
+        self.bytes_out = 0  # response bodies sent
 
-    def observe(self, status: int, seconds: float) -> None:
+    def observe(self, status: int, seconds: float, method: bytes = b"GET", bytes_in: int = 0,
+                bytes_out: int = 0) -> None:
         codes = self.codes
-        codes[status] = codes.get(status, 0) + 1
+        key = (method, status)
+        codes[key] = codes.get(key, 0) + 1
         self.buckets[bisect_left(_BOUNDS, seconds)] += 1
         self.sum += seconds
+        self.bytes_in += bytes_in
+        self.bytes_out += bytes_out
+
+    def by_code(self) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for (_, code), n in self.codes.items():
+            out[code] = out.get(code, 0) + n
+        return out
 
 
 class Metrics:
     """The sidecar's metric state; `render()` gives the Prometheus exposition text."""
 
     def __init__(self) -> None:
-        self._stats: dict[tuple[str, str], RequestStats] = {}
+        self._stats: dict[tuple[str, str, str], RequestStats] = {}
         self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self._gauges: list[Callable[[], Iterable[tuple[str, dict[str, str], float]]]] = []
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(self))
         ProcessCollector(registry=self.registry)  # process CPU, memory, open fds
 
-    def requests(self, direction: str, service: str) -> RequestStats:
-        key = (direction, service)
+    def requests(self, direction: str, service: str, route: str = "") -> RequestStats:
+        key = (direction, service, route)
         stats = self._stats.get(key)
         if stats is None:
-            stats = self._stats[key] = RequestStats(direction, service)
+            stats = self._stats[key] = RequestStats(direction, service, route)
         return stats
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
@@ -79,7 +100,9 @@ class Metrics:
 
 _HELP = {
     names.REQUESTS_TOTAL: "Requests proxied, by direction, service and status code.",
-    names.REQUEST_DURATION: "Time from request head to response end, by direction and service.",
+    names.REQUEST_DURATION: "Time from request head to response end, by direction, service, route.",
+    names.REQUEST_BYTES: "Request body bytes received, by direction, service and route.",
+    names.RESPONSE_BYTES: "Response body bytes sent, by direction, service and route.",
     names.CONNECTIONS_ACTIVE: "Client connections open now, by listener.",
     names.CONNECTIONS_TOTAL: "Client connections accepted, by listener.",
     names.CONNECTIONS_REJECTED: "Client connections refused, by listener and reason.",
@@ -109,23 +132,37 @@ class _Collector:
         self.m = metrics
 
     def collect(self) -> Iterator[Metric]:
+        labels = ["direction", "service", "route"]
         reqs = CounterMetricFamily(names.REQUESTS_TOTAL.removesuffix("_total"),
                                    _HELP[names.REQUESTS_TOTAL],
-                                   labels=["direction", "service", "code"])
+                                   labels=[*labels, "method", "code"])
         hist = HistogramMetricFamily(names.REQUEST_DURATION, _HELP[names.REQUEST_DURATION],
-                                     labels=["direction", "service"])
+                                     labels=labels)
+        received = CounterMetricFamily(names.REQUEST_BYTES.removesuffix("_total"),
+                                       _HELP[names.REQUEST_BYTES], labels=labels)
+        sent = CounterMetricFamily(names.RESPONSE_BYTES.removesuffix("_total"),
+                                   _HELP[names.RESPONSE_BYTES], labels=labels)
         for st in self.m.all_stats():
             if not st.codes:
                 continue  # never used (e.g. a Host nobody serves): no series for it
-            for code, n in sorted(st.codes.items()):
-                reqs.add_metric([st.direction, st.service, str(code)], n)
+            values = [st.direction, st.service, st.route]
+            methods: dict[tuple[str, int], int] = {}
+            for (raw, code), n in st.codes.items():
+                key = (_METHODS.get(raw, "other"), code)
+                methods[key] = methods.get(key, 0) + n
+            for (label, code), n in sorted(methods.items()):
+                reqs.add_metric([*values, label, str(code)], n)
             cumulative, acc = [], 0
             for bound, n in zip((*map(repr, _BOUNDS), "+Inf"), st.buckets, strict=True):
                 acc += n
                 cumulative.append((bound, acc))
-            hist.add_metric([st.direction, st.service], cumulative, st.sum)
+            hist.add_metric(values, cumulative, st.sum)
+            received.add_metric(values, st.bytes_in)
+            sent.add_metric(values, st.bytes_out)
         yield reqs
         yield hist
+        yield received
+        yield sent
         yield from self._counters()
         yield from self._gauge_families()
 
@@ -159,5 +196,5 @@ class _Collector:
 def summary(stats: list[RequestStats]) -> dict[str, Any]:
     """The seed's /internal/v1/metrics numbers, for people (JSON) rather than Prometheus."""
     total = sum(sum(s.codes.values()) for s in stats)
-    errors = sum(n for s in stats for c, n in s.codes.items() if c >= 500)
+    errors = sum(n for s in stats for (_, c), n in s.codes.items() if c >= 500)
     return {"request_count": total, "error_rate": errors / total if total else 0.0}

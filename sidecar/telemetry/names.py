@@ -4,8 +4,12 @@ Labels are bounded: direction is inbound|outbound, service is a configured or di
 service name, code is the HTTP status; never a raw path or a user id.
 """
 
-REQUESTS_TOTAL = "sidecar_requests_total"  # counter{direction, service, code}
-REQUEST_DURATION = "sidecar_request_duration_seconds"  # histogram{direction, service}
+# route: a configured route's name, `app` (inbound, no route matched) or the service name
+# (outbound, the implicit route); method: the standard methods and `other`.
+REQUESTS_TOTAL = "sidecar_requests_total"  # counter{direction, service, route, method, code}
+REQUEST_DURATION = "sidecar_request_duration_seconds"  # histogram{direction, service, route}
+REQUEST_BYTES = "sidecar_request_bytes_total"  # counter{direction, service, route}
+RESPONSE_BYTES = "sidecar_response_bytes_total"  # counter{direction, service, route}
 CONNECTIONS_ACTIVE = "sidecar_connections_active"  # gauge{listener}
 CONNECTIONS_TOTAL = "sidecar_connections_total"  # counter{listener}
 CONNECTIONS_REJECTED = "sidecar_connections_rejected_total"  # counter{listener, reason}

@@ -98,3 +98,29 @@ async def test_hosts_nobody_serves_create_no_series(sidecar, clients):
     for host in ("nowhere", "made-up-1", "made-up-2"):
         assert f'service="{host}"' not in text, text
     assert 'sidecar_discovery_endpoints{service="portfolio"} 1.0' in text
+
+
+async def test_request_metrics_by_route_and_method_with_bytes(upstreams, sidecar, clients):
+    app = await upstreams.raw(name="app")
+    cfg = sidecar_config(app=app.address)
+    cfg["inbound_routes"] = [{"name": "orders", "match": {"path_prefix": "/orders"}}]
+    sc = await sidecar(cfg)
+    c = await clients.connect(sc.inbound)
+    assert (await c.request("POST", "/orders", [("Host", "a")], b"x" * 1000)).status == 200
+    assert (await c.get("/other", host="a")).status == 200
+    assert (await c.request("PURGE", "/other", [("Host", "a")])).status == 200  # WebDAV, cache
+
+    _, _, text = await _get(sc, "/internal/v1/metrics")
+    from prometheus_client.parser import text_string_to_metric_families
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+
+    def value(name: str, **labels: str) -> float | None:
+        labels.update(direction="inbound", service="trading")
+        return samples.get((name, tuple(sorted(labels.items()))))
+
+    assert value("sidecar_requests_total", route="orders", method="POST", code="200") == 1
+    assert value("sidecar_requests_total", route="app", method="GET", code="200") == 1
+    assert value("sidecar_requests_total", route="app", method="other", code="200") == 1
+    assert value("sidecar_request_bytes_total", route="orders") == 1000
+    assert (value("sidecar_response_bytes_total", route="orders") or 0) > 0

@@ -118,7 +118,9 @@ def expressions() -> list[tuple[str, str]]:
 
 def test_names_py_declares_what_the_sidecar_exports():
     decl = declared()
-    assert decl["sidecar_requests_total"] == ("counter", {"direction", "service", "code"})
+    assert decl["sidecar_requests_total"] == ("counter", {"direction", "service", "route",
+                                                          "method", "code"})
+    assert decl["sidecar_response_bytes_total"] == ("counter", {"direction", "service", "route"})
     assert "sidecar_request_duration_seconds_bucket" in decl
     assert "sidecar_request_duration_seconds" not in decl  # a histogram has no bare series
     assert decl["sidecar_upstream_pool_connections"][1] == {"service", "state"}
