@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from time import monotonic
 from typing import Any
 
@@ -22,7 +22,8 @@ from .config.load import SERVICE_NAME
 from .config.model import Endpoint, InboundRoute, Route, Subset
 from .discovery import Discovery, EndpointSet, StaticFileDiscovery
 from .inbound.policy import RoutePolicy
-from .routing.cluster import Cluster
+from .policy.breaker import Breaker, State
+from .routing.cluster import Cluster, make_breaker
 from .routing.router import RouteEntry, Router
 from .telemetry import names
 from .telemetry.metrics import Metrics
@@ -47,6 +48,7 @@ class Sidecar:
         self.access_log: Any = None  # telemetry.access_log.AccessLog, when on
         self.clusters: dict[str, Cluster] = {}  # by service, or `service[subset]`
         self._rng = random.Random()  # traffic splits
+        self._route_breakers: dict[str, tuple[Any, Breaker]] = {}  # by route name
         self.app_cluster = Cluster(config.service.name, config.upstream, self.loop)
         self.listeners: dict[str, Listener] = {}
         self.started_at = time.time()
@@ -67,9 +69,30 @@ class Sidecar:
             cluster = self.clusters[key] = Cluster(
                 service, self.config.upstream, self.loop, tls=tls,
                 health=self.config.upstream.health,
-                subset=subset if key != service else None)
+                subset=subset if key != service else None,
+                on_breaker=self._breaker_moved(service, ""))
             self.discovery.watch(service).subscribe(cluster.update)
         return cluster
+
+    def _breaker_moved(self, service: str, route: str) -> Callable[[State, State], None]:
+        def moved(source: State, target: State) -> None:
+            self.metrics.inc(names.CIRCUIT_BREAKER_TRANSITIONS, service=service, route=route,
+                             to=target.value)
+            log.warning("circuit breaker %s -> %s", source.value, target.value,
+                        extra={"service": service, "route": route})
+        return moved
+
+    def _route_breaker(self, r: Route) -> Breaker | None:
+        """The route's own breaker; one that reloads unchanged keeps its state."""
+        kept = self._route_breakers.get(r.name)
+        if kept is not None and kept[0] == r.circuit_breaker:
+            return kept[1]
+        breaker = make_breaker(r.circuit_breaker, self._breaker_moved(r.service, r.name))
+        if breaker is None:
+            self._route_breakers.pop(r.name, None)
+        else:
+            self._route_breakers[r.name] = (r.circuit_breaker, breaker)
+        return breaker
 
     def _route_entry(self, config: Config, r: Route) -> RouteEntry:
         timeout = r.timeout if r.timeout is not None else config.upstream.timeout
@@ -82,6 +105,7 @@ class Sidecar:
                               headers=r.match.headers)
 
         main = entry(r.subset)
+        main.breaker = self._route_breaker(r)
         if r.split:
             main.split_over([(b.weight, entry(b.subset)) for b in r.split], self._rng)
         return main
@@ -108,6 +132,9 @@ class Sidecar:
                        config.upstream.timeout,
                        policy=self._policy(config, None))])
         entries = [self._route_entry(config, r) for r in config.routes]
+        names_now = {r.name for r in config.routes}
+        for gone in [n for n in self._route_breakers if n not in names_now]:
+            del self._route_breakers[gone]
         timeout = config.upstream.timeout
 
         def implicit(host: str) -> RouteEntry | None:
@@ -338,10 +365,18 @@ class Sidecar:
             yield (names.UPSTREAM_CONNECT_ERRORS, {"service": cluster.name},
                    sum(p.connect_errors for p in cluster.pools()))
             if cluster.breaker is not None:
-                current = cluster.breaker.state.value
-                for state in ("closed", "open", "half_open"):
-                    yield (names.CIRCUIT_BREAKER_STATE, {"service": cluster.name, "state": state},
-                           1.0 if current == state else 0.0)
+                yield from _breaker_state(cluster.name, "", cluster.breaker)
+        for route, (_, breaker) in sorted(self._route_breakers.items()):
+            service = next((r.service for r in self.config.routes if r.name == route), "")
+            yield from _breaker_state(service, route, breaker)
+
+
+def _breaker_state(service: str, route: str, breaker: Breaker
+                   ) -> Iterator[tuple[str, dict[str, str], float]]:
+    current = breaker.state.value
+    for state in ("closed", "open", "half_open"):
+        yield (names.CIRCUIT_BREAKER_STATE, {"service": service, "route": route, "state": state},
+               1.0 if current == state else 0.0)
 
 
 def _rate_limits(config: Config, store: Any = None) -> Any:

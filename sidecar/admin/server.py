@@ -132,7 +132,10 @@ class AdminServer:
                         "rotations": self.sidecar.identity.rotations}
         else:
             identity = None
-        return web.json_response({"clusters": out, "identity": identity})
+        routes = {name: breaker.state.value
+                  for name, (_, breaker) in sorted(self.sidecar._route_breakers.items())}
+        return web.json_response({"clusters": out, "route_breakers": routes,
+                                  "identity": identity})
 
     async def explain(self, request: web.Request) -> web.Response:
         """Which inbound route a request would match and what each policy would decide;

@@ -289,11 +289,13 @@ def _routes(top: Fields, problems: list[str]) -> tuple[Route, ...]:
         retries = _retries(f) if f.has("retries") else None
         subset = _subset(f.child("subset")) if f.has("subset") else Subset()
         split = _split(f) if f.has("split") else ()
+        breaker = _breaker(f.child("circuit_breaker")) if f.has("circuit_breaker") else None
         if split and f.has("subset"):
             f.problem("split", "a route has either a subset or a split, not both")
         out.append(Route(name=name, service=service, match=match,
                          timeout=timeout, host_rewrite=f.optional_string("host_rewrite"),
-                         retries=retries, subset=subset, split=split))
+                         retries=retries, subset=subset, split=split,
+                         circuit_breaker=breaker))
         f.finish()
     return tuple(out)
 

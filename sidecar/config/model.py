@@ -128,6 +128,8 @@ class Route:
     host_rewrite: str | None = None
     retries: RetryPolicy | None = None  # None: the upstream's
     subset: Subset = Subset()  # which endpoints of the service serve this route
+    # This route's own breaker (else the service's, `upstream.circuit_breaker`).
+    circuit_breaker: CircuitBreaker | None = None
     # A canary: requests spread over subsets by weight (instead of `subset`).
     split: tuple[Backend, ...] = ()
 

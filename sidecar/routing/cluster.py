@@ -15,10 +15,10 @@ from time import monotonic
 from typing import Any
 
 from ..balance import Balancer, make_balancer
-from ..config.model import Address, Endpoint, Subset, Upstream
+from ..config.model import Address, CircuitBreaker, Endpoint, Subset, Upstream
 from ..discovery.base import EndpointSet
 from ..health import ClusterHealth, HealthSettings, Prober, Result
-from ..policy.breaker import Breaker, BreakerConfig, WindowType
+from ..policy.breaker import Breaker, BreakerConfig, State, WindowType
 from ..policy.budget import RetryBudget
 from ..policy.limits import ConcurrencyLimits, LimitsConfig
 from ..transport.client_tls import ClientTls
@@ -59,8 +59,9 @@ class _Sole:
         pass
 
 
-def _breaker(settings: Upstream) -> Breaker | None:
-    cb = settings.circuit_breaker
+def make_breaker(cb: CircuitBreaker | None,
+                 listener: Callable[[State, State], None] | None = None) -> Breaker | None:
+    """A breaker from its settings (None: no breaker); `listener(from, to)` on transitions."""
     if cb is None:
         return None
     return Breaker(BreakerConfig(
@@ -68,13 +69,15 @@ def _breaker(settings: Upstream) -> Breaker | None:
         failure_rate_threshold=cb.failure_rate, slow_call_rate_threshold=cb.slow_call_rate,
         slow_call_duration_s=cb.slow_call_duration, minimum_calls=cb.minimum_calls,
         wait_in_open_s=cb.wait_in_open, half_open_calls=cb.half_open_calls,
-        max_wait_in_half_open_s=cb.max_wait_in_half_open))
+        max_wait_in_half_open_s=cb.max_wait_in_half_open),
+        listeners=() if listener is None else (listener,))
 
 
 class Cluster:
     def __init__(self, name: str, settings: Upstream, loop: asyncio.AbstractEventLoop,
                  rng: random.Random | None = None, tls: ClientTls | None = None,
-                 health: HealthSettings | None = None, subset: Subset | None = None) -> None:
+                 health: HealthSettings | None = None, subset: Subset | None = None,
+                 on_breaker: Callable[[State, State], None] | None = None) -> None:
         self.name = name
         self.subset = subset  # only the endpoints it admits (a version), or all of them
         self.tls = tls  # mTLS to this service's sidecars, when the mesh has an identity
@@ -88,7 +91,8 @@ class Cluster:
         self._balancer: Balancer[UpstreamEndpoint] | None = None  # None: 0 or 1 endpoint
         self._learned: Balancer[UpstreamEndpoint] | None = None  # the last one built
         self._sole: _Sole | None = None
-        self.breaker = _breaker(settings)
+        self._on_breaker = on_breaker  # transitions, for metrics and logs
+        self.breaker = make_breaker(settings.circuit_breaker, on_breaker)
         # Requests in flight to this service (Envoy's max_requests).
         self.limits = ConcurrencyLimits(LimitsConfig(max_requests=settings.max_requests))
         # Retries to this service, all routes together, stay within this budget.
@@ -110,7 +114,7 @@ class Cluster:
     def configure(self, settings: Upstream) -> None:
         """A reload: new breaker or health settings start afresh; unchanged ones keep state."""
         if settings.circuit_breaker != self.settings.circuit_breaker:
-            self.breaker = _breaker(settings)
+            self.breaker = make_breaker(settings.circuit_breaker, self._on_breaker)
         if settings.max_requests != self.settings.max_requests:
             self.limits.config = LimitsConfig(max_requests=settings.max_requests)
         if settings.retry_budget != self.settings.retry_budget:

@@ -30,6 +30,7 @@ class RouteEntry:
         "_rng",
         "_total",
         "backoff",
+        "breaker",
         "cluster",
         "headers",
         "host",
@@ -57,6 +58,7 @@ class RouteEntry:
         self.prefix = prefix.encode()
         self.host_rewrite = host_rewrite.encode() if host_rewrite else None
         self.policy = policy  # inbound.policy.RoutePolicy: what a request must pass, or None
+        self.breaker: Any = None  # this route's own circuit breaker, else the cluster's
         # Edits the response head on its way to the client (a response transform), or None.
         self.response_rewrite: Callable[[bytes], bytes] | None = None
         self.headers = tuple((k.encode(), v.encode()) for k, v in headers)

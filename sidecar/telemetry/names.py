@@ -23,7 +23,9 @@ UPSTREAM_ENDPOINTS = "sidecar_upstream_endpoints"  # gauge{service, state=health
 # 1 for the breaker's current state, 0 for the others (the Prometheus enum convention);
 # state is closed|open|half_open. Exported once breakers are wired (issue 5);
 # deploy/prometheus/ already alerts on it (circuit_breaker_open).
-CIRCUIT_BREAKER_STATE = "sidecar_circuit_breaker_state"  # gauge{service, state}
+CIRCUIT_BREAKER_STATE = "sidecar_circuit_breaker_state"  # gauge{service, route, state}
+# route is "" for a service's breaker, the route's name for a route's own.
+CIRCUIT_BREAKER_TRANSITIONS = "sidecar_circuit_breaker_transitions_total"  # counter{service, route, to}
 # Retries sent, by the condition that caused them (connect-failure, reset, 502, 503, 504,
 # per-try-timeout); and retries the cluster's budget refused.
 RETRIES = "sidecar_retries_total"  # counter{service, on}

@@ -253,7 +253,7 @@ class DownstreamConnection(Failures, Tunnelling, asyncio.Protocol):
                                f"{entry.cluster.name!r}")
             return
         ex.limits = limits
-        breaker = entry.cluster.breaker
+        breaker = entry.breaker or entry.cluster.breaker
         if breaker is not None:
             if not breaker.try_acquire():
                 self.respond_error(ex, ErrorCode.CIRCUIT_OPEN,

@@ -43,7 +43,9 @@ async def test_failures_open_the_breaker_and_it_answers_at_once(upstreams, sidec
     async with aiohttp.ClientSession() as s, \
             s.get("http://%s:%d/internal/v1/metrics" % sc.admin) as r:
         text = await r.text()
-    assert 'sidecar_circuit_breaker_state{service="portfolio",state="open"} 1.0' in text
+    assert 'sidecar_circuit_breaker_state{route="",service="portfolio",state="open"} 1.0' in text
+    assert 'sidecar_circuit_breaker_transitions_total{route="",service="portfolio",to="open"} 1.0' \
+        in text
 
 
 async def test_without_configuration_there_is_no_breaker(upstreams, sidecar) -> None:
@@ -57,3 +59,27 @@ async def test_without_configuration_there_is_no_breaker(upstreams, sidecar) -> 
 
     statuses = {(await get(sc))[0] for _ in range(30)}
     assert statuses == {500}
+
+
+async def test_a_route_can_have_its_own_breaker(upstreams, sidecar) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=500 if request.path.startswith("/reports") else 200)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    up = await upstreams.aiohttp(app)
+    sc = await sidecar(sidecar_config(services={"portfolio": [up.address]}, routes=[
+        {"name": "reports", "service": "portfolio",
+         "match": {"host": "portfolio", "path_prefix": "/reports"},
+         "circuit_breaker": {"minimum_calls": 3, "window_size": 5, "wait_in_open": "30s"}},
+        {"name": "rest", "service": "portfolio", "match": {"host": "portfolio"}}],
+        upstream={"retries": False}))
+
+    for _ in range(3):
+        assert (await get(sc, "/reports/q1"))[0] == 500
+    status, body = await get(sc, "/reports/q2")
+    assert status == 503 and isinstance(body, dict) and body["error"]["code"] == "CIRCUIT_OPEN"
+    assert (await get(sc, "/holdings"))[0] == 200  # the service's other routes are untouched
+    async with aiohttp.ClientSession() as s, \
+            s.get("http://%s:%d/internal/v1/clusters" % sc.admin) as r:
+        assert (await r.json())["route_breakers"] == {"reports": "open"}
