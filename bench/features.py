@@ -7,7 +7,8 @@ The keep-alive workload of `http_keepalive.py` (wrk -t1 -c50, one nginx backend 
 "ok\\n", the proxy pinned to one CPU, wrk and the backend on another), against:
 
   nginx         nginx as the reverse proxy (the reference)
-  bare          the sidecar as configured by `http_keepalive.py` (metrics are always on)
+  bare          the sidecar as configured by `http_keepalive.py` (request metrics on)
+  no-metrics    bare with `telemetry: {request_metrics: false}`
   trace-1       + tracing at sample_ratio 0.01, exported by OTLP/HTTP to a real Jaeger
   trace-100     + tracing at sample_ratio 1.0, same Jaeger
   access-log    + an access log written to a file
@@ -221,6 +222,7 @@ def _policy(ctx: Context) -> dict[str, Any]:
 VARIANTS: dict[str, Callable[[Context], dict[str, Any]] | None] = {
     "nginx": None,
     "bare": lambda ctx: {},
+    "no-metrics": lambda ctx: {"telemetry": {"request_metrics": False}},
     "trace-1": _tracing(0.01),
     "trace-100": _tracing(1.0),
     "access-log": _access_log,
@@ -229,7 +231,8 @@ VARIANTS: dict[str, Callable[[Context], dict[str, Any]] | None] = {
 DESCRIPTIONS = {
     "nginx": "nginx reverse proxy, 1 worker, upstream keepalive (as in http_keepalive.py)",
     "bare": "sidecar as in http_keepalive.py: no tracing, no access log, no policy; "
-            "metrics on (they always are)",
+            "request metrics on (the default)",
+    "no-metrics": "bare with telemetry.request_metrics: false (what the metrics cost)",
     "trace-1": "bare + telemetry.tracing, sample_ratio 0.01, OTLP/HTTP to a real Jaeger",
     "trace-100": "bare + telemetry.tracing, sample_ratio 1.0, OTLP/HTTP to a real Jaeger",
     "access-log": "bare + telemetry.access_log to a file (every request)",
@@ -629,6 +632,12 @@ def goals(best: dict[str, FeatureOutcome], micro: dict[str, Any]) -> list[Goal]:
     def no_sockets(name: str) -> float | None:
         return pct(mc.get(name, {}).get("live_equivalent_cost"))
 
+    def metrics_live() -> float | None:
+        nm = best.get("no-metrics")
+        if nm is None or bare is None or not nm.ok or not bare.ok or not nm.rps_per_core:
+            return None
+        return pct(1 - (bare.rps_per_core or 0) / nm.rps_per_core)
+
     observe_share = None
     if bare is not None and bare.cpu_us_per_req and "observe_call_us" in micro:
         observe_share = micro["observe_call_us"] / bare.cpu_us_per_req
@@ -636,6 +645,7 @@ def goals(best: dict[str, FeatureOutcome], micro: dict[str, Any]) -> list[Goal]:
         Goal("policy chain cost, per core", live("policy", 0), "%", "<", 15),
         Goal("policy chain cost, RPS", live("policy", 1), "%", ""),
         Goal("policy chain cost, no sockets", no_sockets("policy"), "%", "<", 15),
+        Goal("metrics cost, per core (bare vs no-metrics)", metrics_live(), "%", "<", 5),
         Goal("metrics cost, no sockets", no_sockets("metrics"), "%", "<", 5),
         Goal("metrics update / bare CPU per req", pct(observe_share), "%", "<", 5),
         Goal("tracing 1% cost, per core", live("trace-1", 0), "%", "<", 5),

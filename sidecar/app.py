@@ -38,7 +38,7 @@ class Sidecar:
     def __init__(self, config: Config, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.config = config
         self.loop = loop or asyncio.get_running_loop()
-        self.metrics = Metrics()
+        self.metrics = Metrics(config.request_metrics)
         self.discovery: Discovery = _discovery(config)
         self.registration: Any = None  # discovery.registration.Registration, with Consul
         self.identity: Any = None  # identity.provider.IdentityProvider, when configured
@@ -253,7 +253,7 @@ class Sidecar:
                            " (rotated certificate files are picked up without one)")
         if config.upstream.mtls != self.config.upstream.mtls:
             restart.append("upstream.mtls: changing it needs a restart")
-        for section in ("tracing", "access_log"):
+        for section in ("tracing", "access_log", "request_metrics"):
             if getattr(config, section) != getattr(self.config, section):
                 restart.append(f"telemetry.{section}: changing it needs a restart")
         if config.auth != self.config.auth:

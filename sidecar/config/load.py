@@ -69,7 +69,7 @@ def load_data(data: Any, source: str | None = None, base_dir: Path | None = None
     service = _service(top.child("service"))
     identity = _identity(top.child("identity"), base_dir) if top.has("identity") else None
     auth = read_auth(top.child("auth"), base_dir)
-    tracing, access_log = _telemetry(top.child("telemetry"), service)
+    tracing, access_log, request_metrics = _telemetry(top.child("telemetry"), service)
     listeners = _listeners(top.child("listeners"), identity is not None)
     config = Config(
         service=service,
@@ -85,6 +85,7 @@ def load_data(data: Any, source: str | None = None, base_dir: Path | None = None
         inbound_routes=_inbound_routes(top, problems, auth),
         tracing=tracing,
         access_log=access_log,
+        request_metrics=request_metrics,
         source=source,
     )
     top.finish()
@@ -408,8 +409,9 @@ def _ratio_any(v: Any) -> float | None:
 
 
 def _telemetry(f: Fields, service: ServiceIdentity
-               ) -> tuple[TracingConfig | None, AccessLogConfig | None]:
+               ) -> tuple[TracingConfig | None, AccessLogConfig | None, bool]:
     tracing = access_log = None
+    request_metrics = f.boolean("request_metrics", True)
     if f.has("tracing") and f.data["tracing"] is not False:
         t = f.child("tracing")
         d = TracingConfig(service_name=service.name)
@@ -443,7 +445,7 @@ def _telemetry(f: Fields, service: ServiceIdentity
     else:
         f.seen.add("access_log")
     f.finish()
-    return tracing, access_log
+    return tracing, access_log, request_metrics
 
 
 T = TypeVar("T")

@@ -236,5 +236,8 @@ class Config:
     inbound_routes: tuple[InboundRoute, ...] = ()
     tracing: TracingConfig | None = None  # off unless configured
     access_log: AccessLogConfig | None = None  # off unless configured
+    # Per-request counters and histograms (sidecar_requests_total...); off only to measure
+    # what they cost: nothing else would tell requests apart.
+    request_metrics: bool = True
     # Where the config came from (None: embedded defaults); reload re-reads this file.
     source: str | None = field(default=None, compare=False)

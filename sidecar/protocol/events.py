@@ -13,7 +13,7 @@ Headers = list[tuple[bytes, bytes]]
 class RequestHead:
     __slots__ = ("authority", "chunked", "connection", "content_length", "grpc_timeout",
                  "headers", "keep_alive", "method", "request_id", "request_timeout", "target",
-                 "upgrade", "version")
+                 "trace_context", "upgrade", "version")
 
     def __init__(self, method: bytes, target: bytes, version: str, headers: Headers,
                  keep_alive: bool) -> None:
@@ -31,6 +31,8 @@ class RequestHead:
         # The caller's deadline, as sent (x-request-timeout, grpc-timeout); parsed if present.
         self.request_timeout: bytes | None = None
         self.grpc_timeout: bytes | None = None
+        # The caller sent trace context (traceparent, b3...): only then is it looked for.
+        self.trace_context = False
 
     @property
     def has_body(self) -> bool:

@@ -22,6 +22,7 @@ from typing import Protocol
 import httptools
 
 from ..core.errors import ErrorCode
+from ..telemetry.propagation import PROPAGATION_HEADERS
 from .events import Headers, RequestHead, ResponseHead
 
 __all__ = ["LAST_CHUNK", "ProtocolError", "RequestReader", "RequestSink", "ResponseReader",
@@ -176,6 +177,8 @@ class RequestReader:
                 head.request_timeout = v
             elif k == b"grpc-timeout":
                 head.grpc_timeout = v
+            elif k in PROPAGATION_HEADERS:
+                head.trace_context = True
         if hosts > 1:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "more than one Host header")
         if url[:1] != b"/":
@@ -199,7 +202,8 @@ class RequestReader:
 # RFC 3986 authority without userinfo: reg-name or IPv4, or an IP literal, then a port.
 _AUTHORITY = re.compile(rb"(?:[A-Za-z0-9._~!$&'()*+,;=%-]*|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
 _REQUEST_FRAMING = frozenset((b"host", b"content-length", b"transfer-encoding", b"x-request-id",
-                              b"connection", b"upgrade", b"x-request-timeout", b"grpc-timeout"))
+                              b"connection", b"upgrade", b"x-request-timeout", b"grpc-timeout",
+                              *PROPAGATION_HEADERS))
 
 
 def _join_tokens(seen: bytes | None, value: bytes) -> bytes:

@@ -64,10 +64,19 @@ class RequestStats:
         return out
 
 
+class _Uncounted(RequestStats):
+    """What `requests()` gives with request metrics off: observes nothing."""
+
+    def observe(self, status: int, seconds: float, method: bytes = b"GET", bytes_in: int = 0,
+                bytes_out: int = 0) -> None:
+        pass
+
+
 class Metrics:
     """The sidecar's metric state; `render()` gives the Prometheus exposition text."""
 
-    def __init__(self) -> None:
+    def __init__(self, request_metrics: bool = True) -> None:
+        self.request_metrics = request_metrics
         self._stats: dict[tuple[str, str, str], RequestStats] = {}
         self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self._gauges: list[Callable[[], Iterable[tuple[str, dict[str, str], float]]]] = []
@@ -79,7 +88,8 @@ class Metrics:
         key = (direction, service, route)
         stats = self._stats.get(key)
         if stats is None:
-            stats = self._stats[key] = RequestStats(direction, service, route)
+            kind = RequestStats if self.request_metrics else _Uncounted
+            stats = self._stats[key] = kind(direction, service, route)
         return stats
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:

@@ -207,9 +207,11 @@ class Tracer:
             resource, max_size=config.max_queue_size,
             batch_size=config.max_export_batch_size, delay_s=config.schedule_delay_s)
 
-    def _decide(self, headers: Headers) -> tuple[int, int, bytes, bool] | Unsampled | None:
-        """(trace id, parent span id, tracestate, from_b3) when sampled."""
-        ctx = extract(headers, ids_if_unsampled=False)
+    def _decide(self, headers: Headers, context: bool = True
+                ) -> tuple[int, int, bytes, bool] | Unsampled | None:
+        """(trace id, parent span id, tracestate, from_b3) when sampled. `context=False`:
+        the caller knows the headers carry no trace context (the codec saw none)."""
+        ctx = extract(headers, ids_if_unsampled=False) if context else None
         if ctx is None:
             trace_id = self._rng.getrandbits(128) or 1
             if trace_id & _MASK64 >= self._bound:
@@ -226,9 +228,10 @@ class Tracer:
     def start_server(self, headers: Headers, method: bytes, target: bytes, *,
                      authority: bytes = b"", scheme: str = "http",
                      peer: Endpoint | None = None, route: str = "",
-                     request_id: bytes = b"") -> ServerSpan | Unsampled | None:
+                     request_id: bytes = b"", context: bool = True,
+                     ) -> ServerSpan | Unsampled | None:
         """At an inbound request's head: the span of this hop, or why there is none."""
-        d = self._decide(headers)
+        d = self._decide(headers, context)
         if d is None or isinstance(d, Unsampled):
             return d
         trace_id, parent_id, tracestate, from_b3 = d
@@ -248,10 +251,10 @@ class Tracer:
 
     def start_outbound(self, headers: Headers, method: bytes, target: bytes, *,
                        authority: bytes = b"", scheme: str = "http",
-                       cluster: str = "", request_id: bytes = b"",
+                       cluster: str = "", request_id: bytes = b"", context: bool = True,
                        ) -> Outbound | Unsampled | None:
         """At an outbound request's head (from the local app), once for all its tries."""
-        d = self._decide(headers)
+        d = self._decide(headers, context)
         if d is None or isinstance(d, Unsampled):
             return d
         trace_id, parent_id, tracestate, from_b3 = d

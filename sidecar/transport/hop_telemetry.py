@@ -24,11 +24,12 @@ def start(conn: DownstreamConnection, ex: Exchange, state: ListenerState) -> Non
             head.headers, head.method, head.target, authority=head.authority,
             scheme="https" if conn.proto else "http",
             peer=(conn.client_ip_str, conn.client_port), route=ex.route.name,
-            request_id=ex.request_id)
+            request_id=ex.request_id, context=head.trace_context)
     else:
         ex.span = state.tracer.start_outbound(
             head.headers, head.method, head.target, authority=head.authority,
-            cluster=ex.route.cluster.name, request_id=ex.request_id)
+            cluster=ex.route.cluster.name, request_id=ex.request_id,
+            context=head.trace_context)
 
 
 def report(conn: DownstreamConnection, ex: Exchange, elapsed: float) -> None:
