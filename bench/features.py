@@ -457,7 +457,7 @@ def _micro_child(spec: dict[str, Any]) -> dict[str, Any]:
     n, rounds = int(spec["n"]), int(spec["rounds"])
     observe = RequestStats.observe
 
-    def skip(self: RequestStats, status: int, seconds: float) -> None:
+    def skip(self: RequestStats, *args: Any) -> None:
         pass
 
     async def main() -> dict[str, Any]:
