@@ -37,6 +37,7 @@ class Exchange:
         "start",
         "stats",
         "status",
+        "trace_headers",
         "try_span",
         "upstream",
         "upstream_s",
@@ -77,6 +78,7 @@ class Exchange:
         # outbound), the try in flight, what the access log reports.
         self.span: Any = None
         self.try_span: Any = None
+        self.trace_headers: Any = None  # the context of a trace not sampled here, passed on
         self.flag = ""  # the sidecar's own answer or failure (an ErrorCode name), if any
         self.bytes_in = 0
         self.bytes_out = 0

@@ -18,12 +18,13 @@ injects its own context drops the received `PROPAGATION_HEADERS` first.
 
 from __future__ import annotations
 
+import random
 import re
 from typing import NamedTuple
 
 from ..protocol.events import Headers
 
-__all__ = ["NOT_SAMPLED", "PROPAGATION_HEADERS", "TraceContext", "b3", "extract", "parse_b3_multi",
+__all__ = ["NOT_SAMPLED", "PROPAGATION_HEADERS", "TraceContext", "Unsampled", "b3", "extract", "parse_b3_multi",
            "parse_b3_single", "parse_traceparent", "parse_tracestate", "trace_id_hex",
            "traceparent"]
 
@@ -212,3 +213,30 @@ def traceparent(trace_id: int, span_id: int, sampled: bool) -> bytes:
 
 def b3(trace_id: int, span_id: int, sampled: bool) -> bytes:
     return b"%032x-%016x-%s" % (trace_id, span_id, b"1" if sampled else b"0")
+
+
+class Unsampled:
+    """A new trace that is not sampled: only its id travels on, flagged "not sampled"."""
+
+    __slots__ = ("_rng", "trace_id")
+
+    def __init__(self, trace_id: int, rng: random.Random) -> None:
+        self.trace_id = trace_id
+        self._rng = rng
+
+    @property
+    def trace_id_hex(self) -> str:
+        return f"{self.trace_id:032x}"
+
+    def child_headers(self) -> Headers:
+        span_id = self._rng.getrandbits(64) or 1
+        return [(b"traceparent", traceparent(self.trace_id, span_id, False))]
+
+    def start_try(self, endpoint: tuple[str, int], attempt: int = 1) -> Unsampled:
+        return self
+
+    def set(self, key: str, value: str | int) -> None:
+        pass
+
+    def end(self, status: int = 0, error: str | None = None) -> None:
+        pass

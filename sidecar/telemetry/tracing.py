@@ -54,7 +54,7 @@ from opentelemetry.trace.status import Status, StatusCode
 from ..protocol.events import Headers
 from . import names
 from .config import TracingConfig
-from .propagation import b3, extract, traceparent
+from .propagation import Unsampled, b3, extract, traceparent
 
 __all__ = ["ClientSpan", "Outbound", "ServerSpan", "Tracer", "TracingConfig", "Unsampled"]
 
@@ -64,32 +64,6 @@ Attrs = dict[str, str | int]
 
 
 
-
-class Unsampled:
-    """A new trace that is not sampled: only its id travels on, flagged "not sampled"."""
-
-    __slots__ = ("_rng", "trace_id")
-
-    def __init__(self, trace_id: int, rng: random.Random) -> None:
-        self.trace_id = trace_id
-        self._rng = rng
-
-    @property
-    def trace_id_hex(self) -> str:
-        return f"{self.trace_id:032x}"
-
-    def child_headers(self) -> Headers:
-        span_id = self._rng.getrandbits(64) or 1
-        return [(b"traceparent", traceparent(self.trace_id, span_id, False))]
-
-    def start_try(self, endpoint: Endpoint, attempt: int = 1) -> Unsampled:
-        return self
-
-    def set(self, key: str, value: str | int) -> None:
-        pass
-
-    def end(self, status: int = 0, error: str | None = None) -> None:
-        pass
 
 
 class _Span:

@@ -284,6 +284,8 @@ class DownstreamConnection(Failures, Tunnelling, asyncio.Protocol):
                 trace = ex.try_span.child_headers()
             else:
                 trace = span.child_headers()
+        else:
+            trace = ex.trace_headers  # a trace not sampled here, or None
         head = ex.head
         if head.request_timeout is not None or head.grpc_timeout is not None:
             deadline = outgoing_headers(max(0.0, ex.deadline_at - monotonic()),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..telemetry.propagation import Unsampled
+
 if TYPE_CHECKING:
     from ..core.exchange import Exchange
     from .downstream import DownstreamConnection
@@ -17,19 +19,25 @@ __all__ = ["report", "start"]
 
 
 def start(conn: DownstreamConnection, ex: Exchange, state: ListenerState) -> None:
-    """At the request head: this hop's span (inbound) or the request's trace (outbound)."""
+    """At the request head: this hop's span (inbound) or the request's trace (outbound).
+    A trace that is not sampled here only passes its context on: no span object is kept,
+    so the exchange's end has nothing to report for it (most requests, at low ratios)."""
     head = ex.head
     if state.direction == "inbound":
-        ex.span = state.tracer.start_server(
+        span = state.tracer.start_server(
             head.headers, head.method, head.target, authority=head.authority,
             scheme="https" if conn.proto else "http",
             peer=(conn.client_ip_str, conn.client_port), route=ex.route.name,
             request_id=ex.request_id, context=head.trace_context)
     else:
-        ex.span = state.tracer.start_outbound(
+        span = state.tracer.start_outbound(
             head.headers, head.method, head.target, authority=head.authority,
             cluster=ex.route.cluster.name, request_id=ex.request_id,
             context=head.trace_context)
+    if isinstance(span, Unsampled):
+        ex.trace_headers = span.child_headers()  # "not sampled", passed on to every try
+    else:
+        ex.span = span
 
 
 def report(conn: DownstreamConnection, ex: Exchange, elapsed: float) -> None:
