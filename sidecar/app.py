@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterator
 from time import monotonic
 from typing import Any
 
-from .config import Config, ConfigError, load_file
 from .config.consul import ConsulConfig
-from .config.load import SERVICE_NAME
-from .config.model import Endpoint, InboundRoute, Route, Subset
+from .config.errors import ConfigError
+from .config.load import SERVICE_NAME, load_file
+from .config.model import Config, Endpoint, InboundRoute, Route, Subset
 from .discovery import Discovery, EndpointSet, StaticFileDiscovery
 from .inbound.policy import RoutePolicy
 from .policy.breaker import Breaker, State

@@ -10,7 +10,9 @@ import signal
 import sys
 
 from . import __version__
-from .config import Config, ConfigError, load_file
+from .config.errors import ConfigError
+from .config.load import load_file
+from .config.model import Config
 
 log = logging.getLogger("sidecar")
 

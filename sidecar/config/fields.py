@@ -165,3 +165,19 @@ def read_or_raise(read: Callable[[Fields], T], data: Any, path: str) -> T:
     if problems:
         raise ConfigError(problems)
     return out
+
+
+
+
+
+def built(f: Fields, build: Callable[[], T]) -> T | None:
+    """`build()`, with its own checks' complaints (one per line) reported under f's path."""
+    try:
+        return build()
+    except ValueError as exc:
+        for line in str(exc).splitlines():
+            key, _, message = line.partition(": ")
+            f.problem(key.removesuffix("_s"), message)  # the config spells durations bare
+        return None
+    finally:
+        f.finish()

@@ -3,33 +3,27 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
 from ..auth.config import AuthConfig
 from ..auth.parse import read_auth
 from ..auth.parse_route import read_rbac, read_route_auth
-from ..health.config import parse_health
 from ..inbound.cors import read_cors
 from ..inbound.transform import read_transform
-from ..policy.budget import BudgetConfig
-from ..policy.retry import RetryOn, RetryPolicy
 from ..ratelimit.config import read_rules, read_section
-from ..telemetry.config import AccessLogConfig, TracingConfig
 from .consul import ConsulConfig, RegistrationConfig
 from .errors import ConfigError
 from .fields import Fields, join, parse_address
+from .identity import read_identity
 from .model import (
     App,
     Backend,
-    CircuitBreaker,
     Config,
     Discovery,
     Endpoint,
-    Identity,
     InboundRoute,
     Limits,
     Listener,
@@ -39,8 +33,9 @@ from .model import (
     ServiceIdentity,
     StaticDiscovery,
     Subset,
-    Upstream,
 )
+from .telemetry import read_telemetry
+from .upstream import read_breaker, read_retries, read_upstream
 
 __all__ = ["load_data", "load_file", "parse_endpoints"]
 
@@ -67,9 +62,9 @@ def load_data(data: Any, source: str | None = None, base_dir: Path | None = None
     problems: list[str] = []
     top = Fields(data, "", problems)
     service = _service(top.child("service"))
-    identity = _identity(top.child("identity"), base_dir) if top.has("identity") else None
+    identity = read_identity(top.child("identity"), base_dir) if top.has("identity") else None
     auth = read_auth(top.child("auth"), base_dir)
-    tracing, access_log, request_metrics = _telemetry(top.child("telemetry"), service)
+    tracing, access_log, request_metrics = read_telemetry(top.child("telemetry"), service)
     listeners = _listeners(top.child("listeners"), identity is not None)
     config = Config(
         service=service,
@@ -78,7 +73,7 @@ def load_data(data: Any, source: str | None = None, base_dir: Path | None = None
         discovery=_discovery(top.child("discovery"), base_dir, service, listeners),
         routes=_routes(top, problems),
         limits=_limits(top.child("limits")),
-        upstream=_upstream(top.child("upstream"), identity is not None),
+        upstream=read_upstream(top.child("upstream"), identity is not None),
         identity=identity,
         auth=auth,
         rate_limiting=read_section(top.child("rate_limiting")),
@@ -287,10 +282,10 @@ def _routes(top: Fields, problems: list[str]) -> tuple[Route, ...]:
         names.add(name)
         match = _match(f.child("match"), headers=True)
         timeout = f.optional_duration("timeout")
-        retries = _retries(f) if f.has("retries") else None
+        retries = read_retries(f) if f.has("retries") else None
         subset = _subset(f.child("subset")) if f.has("subset") else Subset()
         split = _split(f) if f.has("split") else ()
-        breaker = _breaker(f.child("circuit_breaker")) if f.has("circuit_breaker") else None
+        breaker = read_breaker(f.child("circuit_breaker")) if f.has("circuit_breaker") else None
         if split and f.has("subset"):
             f.problem("split", "a route has either a subset or a split, not both")
         out.append(Route(name=name, service=service, match=match,
@@ -363,120 +358,6 @@ def _split(f: Fields) -> tuple[Backend, ...]:
     return tuple(out)
 
 
-_RETRY_ON = {r.value: r for r in RetryOn}
-
-
-def _retry_on(v: Any) -> frozenset[RetryOn] | None:
-    items = [str(x) for x in v] if isinstance(v, list) else None
-    if items is None or not all(x in _RETRY_ON for x in items):
-        return None
-    return frozenset(_RETRY_ON[x] for x in items)
-
-
-def _retries(parent: Fields) -> RetryPolicy | None:
-    """`retries:` as a mapping, or `false` for none (one attempt)."""
-    if parent.data.get("retries") is False:
-        parent.seen.add("retries")
-        return RetryPolicy(max_attempts=1)
-    f = parent.child("retries")
-    d = RetryPolicy()
-    return _built(f, lambda: RetryPolicy(
-        max_attempts=f.integer("max_attempts", d.max_attempts, minimum=1, maximum=10),
-        retry_on=f.value("retry_on", d.retry_on, _retry_on,
-                         "a list of " + ", ".join(_RETRY_ON)),
-        any_method=f.boolean("any_method", d.any_method),
-        per_try_timeout_s=f.optional_duration("per_try_timeout"),
-        backoff_base_s=f.duration("backoff_base", d.backoff_base_s),
-        backoff_cap_s=f.duration("backoff_cap", d.backoff_cap_s)))
-
-
-def _budget(parent: Fields) -> BudgetConfig | None:
-    """`retry_budget:` as a mapping, or `false` for no cap."""
-    if parent.data.get("retry_budget") is False:
-        parent.seen.add("retry_budget")
-        return None
-    f = parent.child("retry_budget")
-    d = BudgetConfig()
-    return _built(f, lambda: BudgetConfig(
-        ratio=f.value("ratio", d.ratio, _ratio_any, "a number >= 0"),
-        min_retries_per_second=f.value("min_retries_per_second", d.min_retries_per_second,
-                                       _ratio_any, "a number >= 0"),
-        window_s=f.duration("window", d.window_s))) or d
-
-
-def _ratio_any(v: Any) -> float | None:
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 else None
-
-
-def _telemetry(f: Fields, service: ServiceIdentity
-               ) -> tuple[TracingConfig | None, AccessLogConfig | None, bool]:
-    tracing = access_log = None
-    request_metrics = f.boolean("request_metrics", True)
-    if f.has("tracing") and f.data["tracing"] is not False:
-        t = f.child("tracing")
-        d = TracingConfig(service_name=service.name)
-        no_attrs: dict[str, str] = {}
-        attrs = t.value("resource_attributes", no_attrs, _str_dict, "a mapping of strings")
-        tracing = _built(t, lambda: TracingConfig(
-            service_name=service.name,
-            endpoint=t.string("endpoint", d.endpoint),
-            sample_ratio=t.value("sample_ratio", d.sample_ratio, _ratio, "a number in [0, 1]"),
-            max_queue_size=t.integer("max_queue_size", d.max_queue_size, minimum=1),
-            max_export_batch_size=t.integer("max_export_batch_size", d.max_export_batch_size,
-                                            minimum=1),
-            schedule_delay_s=t.duration("schedule_delay", d.schedule_delay_s),
-            export_timeout_s=t.duration("export_timeout", d.export_timeout_s),
-            resource_attributes=attrs))
-    else:
-        f.seen.add("tracing")
-    if f.has("access_log") and f.data["access_log"] not in (False, None):
-        raw = f.data["access_log"]
-        a = Fields({} if raw is True else raw, join(f.path, "access_log"), f.problems)
-        f.seen.add("access_log")
-        d2 = AccessLogConfig()
-        access_log = _built(a, lambda: AccessLogConfig(
-            path=a.string("path", d2.path),
-            sample_ratio=a.value("sample_ratio", d2.sample_ratio, _ratio, "a number in [0, 1]"),
-            always_log_errors=a.boolean("always_log_errors", d2.always_log_errors),
-            query=a.string("query", d2.query, re.compile("redact|keep|drop"),
-                           "one of redact, keep, drop"),  # type: ignore[arg-type]
-            max_queue_size=a.integer("max_queue_size", d2.max_queue_size, minimum=1),
-            flush_interval_s=a.duration("flush_interval", d2.flush_interval_s)))
-    else:
-        f.seen.add("access_log")
-    f.finish()
-    return tracing, access_log, request_metrics
-
-
-T = TypeVar("T")
-
-
-def _built(f: Fields, build: Callable[[], T]) -> T | None:
-    """`build()`, with its own checks' complaints (one per line) reported under f's path."""
-    try:
-        return build()
-    except ValueError as exc:
-        for line in str(exc).splitlines():
-            key, _, message = line.partition(": ")
-            f.problem(key.removesuffix("_s"), message)  # the config spells durations bare
-        return None
-    finally:
-        f.finish()
-
-
-def _ratio(v: Any) -> float | None:
-    if isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1:
-        return float(v)
-    return None
-
-
-def _str_dict(v: Any) -> dict[str, str] | None:
-    if isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str | int | float)
-                                   for k, x in v.items()):
-        return {k: str(x) for k, x in v.items()}
-    return None
-
-
 def _limits(f: Fields) -> Limits:
     d = Limits()
     out = Limits(
@@ -490,91 +371,3 @@ def _limits(f: Fields) -> Limits:
     f.finish()
     return out
 
-
-def _breaker(f: Fields) -> CircuitBreaker:
-    d = CircuitBreaker()
-    out = CircuitBreaker(
-        window=f.string("window", d.window, re.compile("count|time"), "count or time"),
-        window_size=f.integer("window_size", d.window_size, minimum=1),
-        failure_rate=f.value("failure_rate", d.failure_rate, _percent, "a percentage"),
-        slow_call_rate=f.value("slow_call_rate", d.slow_call_rate, _percent, "a percentage"),
-        slow_call_duration=f.duration("slow_call_duration", d.slow_call_duration),
-        minimum_calls=f.integer("minimum_calls", d.minimum_calls, minimum=1),
-        wait_in_open=f.duration("wait_in_open", d.wait_in_open),
-        half_open_calls=f.integer("half_open_calls", d.half_open_calls, minimum=1),
-        max_wait_in_half_open=f.duration("max_wait_in_half_open", d.max_wait_in_half_open),
-    )
-    f.finish()
-    return out
-
-
-def _percent(v: Any) -> float | None:
-    if isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 100:
-        return float(v)
-    return None
-
-
-def _identity(f: Fields, base_dir: Path | None) -> Identity:
-    d = Identity()
-
-    def path(key: str) -> str | None:
-        value = f.optional_string(key)
-        if value is not None and base_dir is not None and not Path(value).is_absolute():
-            value = str(base_dir / value)
-        return value
-
-    issuer = f.string("issuer", d.issuer, re.compile("files|local-ca"), "files or local-ca")
-    out = Identity(
-        issuer=issuer, cert=path("cert"), key=path("key"), bundle=path("bundle"),
-        crl=path("crl"), ca_dir=path("ca_dir"),
-        ttl=f.duration("ttl", d.ttl),
-        poll_interval=f.duration("poll_interval", d.poll_interval),
-        handshake_timeout=f.duration("handshake_timeout", d.handshake_timeout),
-        max_handshakes=f.integer("max_handshakes", d.max_handshakes, minimum=1),
-    )
-    if issuer == "files":
-        for key in ("cert", "key", "bundle"):
-            if not f.has(key):
-                f.problem(key, "is required with issuer: files")
-        if f.has("ca_dir"):
-            f.problem("ca_dir", "is for issuer: local-ca")
-    else:
-        if not f.has("ca_dir"):
-            f.problem("ca_dir", "is required with issuer: local-ca (made by `sidecar ca init`)")
-        for key in ("cert", "key", "bundle", "crl"):
-            if f.has(key):
-                f.problem(key, "comes from the CA with issuer: local-ca; remove it")
-        if out.ttl < 60:
-            f.problem("ttl", "must be at least 60s")
-    f.finish()
-    return out
-
-
-def _upstream(f: Fields, has_identity: bool = False) -> Upstream:
-    d = Upstream()
-    health, problems = parse_health(f.data, f.path or "upstream")
-    f.problems.extend(problems)
-    f.seen.update(("health_check", "outlier_detection", "retry_after"))
-    out = Upstream(
-        connect_timeout=f.duration("connect_timeout", d.connect_timeout),
-        timeout=f.duration("timeout", d.timeout),
-        max_connections_per_endpoint=f.integer("max_connections_per_endpoint",
-                                               d.max_connections_per_endpoint, minimum=1),
-        max_idle_per_endpoint=f.integer("max_idle_per_endpoint", d.max_idle_per_endpoint),
-        max_requests=f.integer("max_requests", d.max_requests, minimum=1),
-        max_pending_per_endpoint=f.integer("max_pending_per_endpoint",
-                                           d.max_pending_per_endpoint, minimum=0),
-        idle_timeout=f.duration("idle_timeout", d.idle_timeout),
-        balancer=f.string("balancer", d.balancer, _BALANCERS,
-                          "one of least_request, round_robin, ring_hash, random"),
-        circuit_breaker=_breaker(f.child("circuit_breaker")) if f.has("circuit_breaker")
-        else None,
-        mtls=f.boolean("mtls", has_identity),
-        health=health,
-        retries=_retries(f) or d.retries,
-        retry_budget=_budget(f),
-    )
-    if out.mtls and not has_identity:
-        f.problem("mtls", "needs an identity (the `identity` section)")
-    f.finish()
-    return out

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from ..app import Sidecar
-from ..config import load_file
+from ..config.load import load_file
 
 Address = tuple[str, int]
 
