@@ -32,9 +32,8 @@ import tempfile
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from types import TracebackType
 
-from .servers import RUNNING, http_get
+from .servers import RUNNING, ServerProcess, http_get
 
 INSTALL_HINT = "run `bash scripts/install-consul.sh` (or `make system-deps`) to build it"
 DEFAULT_START_TIMEOUT = 20.0
@@ -127,7 +126,7 @@ def pick_ports(host: str = "127.0.0.1") -> ConsulPorts:
     return ConsulPorts(**chosen)
 
 
-class ConsulAgent:
+class ConsulAgent(ServerProcess):
     """`consul agent -dev` bound to 127.0.0.1 on ports of its own, in a temp dir of its own."""
 
     def __init__(self, *, binary: str | None = None, node_name: str = "sidecar-test",
@@ -282,32 +281,6 @@ class ConsulAgent:
         if wipe_data:
             shutil.rmtree(self.data_dir, ignore_errors=True)
         await self.start()
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def cleanup(self) -> None:
-        """Remove the temp dir (data and log). Call after stop()."""
-        if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    async def __aenter__(self) -> ConsulAgent:
-        try:
-            await self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-        return self
-
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.stop()
-        if et is None:
-            self.cleanup()  # on failure the log stays in self.workdir for a look
 
 
 class TcpTarget:

@@ -34,11 +34,10 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from .consul import tools_dir
-from .servers import RUNNING, http_get
+from .servers import RUNNING, ServerProcess, http_get
 
 __all__ = ["JaegerNotFound", "JaegerServer", "JaegerStartError", "find_jaeger"]
 
@@ -130,7 +129,7 @@ exporters:
     trace_storage: memstore
 """
 
-class JaegerServer:
+class JaegerServer(ServerProcess):
     """Jaeger v2 with memory storage on 127.0.0.1, ports of its own, in a temp dir."""
 
     def __init__(self, *, binary: str | None = None, start_timeout: float = 30.0,
@@ -252,27 +251,3 @@ class JaegerServer:
             await asyncio.sleep(0.1)
         raise TimeoutError(f"trace {trace_id} with {spans} span(s) not in Jaeger within "
                            f"{timeout:g}s; last seen: {json.dumps(last)[:500]}")
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def cleanup(self) -> None:
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    async def __aenter__(self) -> JaegerServer:
-        try:
-            await self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-        return self
-
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.stop()
-        if et is None:
-            self.cleanup()  # on failure the log stays in self.workdir for a look

@@ -7,9 +7,13 @@ import asyncio
 import atexit
 import contextlib
 import os
+import shutil
 import signal
+from pathlib import Path
+from types import TracebackType
+from typing import Self
 
-__all__ = ["RUNNING", "http_get"]
+__all__ = ["RUNNING", "ServerProcess", "http_get"]
 
 RUNNING: set[int] = set()  # pids of servers started and not yet reaped
 
@@ -35,3 +39,44 @@ async def http_get(host: str, port: int, path: str, timeout: float) -> tuple[int
     head, _, body = raw.partition(b"\r\n\r\n")
     status = head.split(b" ", 2)[1:2]
     return (int(status[0]) if status and status[0].isdigit() else 0), body
+
+
+class ServerProcess:
+    """What a runner of a real server shares: its log, its temp dir, `async with` that
+    starts it, stops it and removes the dir (kept, with the log, when the test failed)."""
+
+    workdir: Path
+    log_path: Path
+    _own_workdir = True
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def cleanup(self) -> None:
+        """Remove the temp dir (data and log). Call after stop()."""
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+        if et is None:
+            self.cleanup()  # on failure the log stays in self.workdir for a look
