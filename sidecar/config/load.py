@@ -12,7 +12,7 @@ from ..auth.config import AuthConfig
 from ..auth.parse import read_auth
 from ..auth.parse_route import read_rbac, read_route_auth
 from ..inbound.cors import read_cors
-from ..inbound.transform import read_transform
+from ..inbound.transform_config import read_transform
 from ..ratelimit.config import read_rules, read_section
 from .consul import ConsulConfig, RegistrationConfig
 from .errors import ConfigError

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from ..auth.config import AuthConfig, RbacConfig, RouteAuth
 from ..health.config import HealthSettings
 from ..inbound.cors import CorsConfig
-from ..inbound.transform import TransformConfig
+from ..inbound.transform_config import TransformConfig
 from ..policy.budget import BudgetConfig
 from ..policy.retry import RetryPolicy
 from ..ratelimit.config import RateLimiting, Rule
