@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import shutil
 import signal
 import socket
@@ -33,7 +32,7 @@ import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from .servers import RUNNING, ServerProcess, http_get
+from .servers import RUNNING, ServerProcess, find_tool, http_get
 
 INSTALL_HINT = "run `bash scripts/install-consul.sh` (or `make system-deps`) to build it"
 DEFAULT_START_TIMEOUT = 20.0
@@ -48,28 +47,9 @@ class ConsulStartError(RuntimeError):
     """The agent exited, or did not elect itself leader, in time."""
 
 
-def tools_dir() -> Path:
-    """The tools cache outside the clone that scripts/install-consul.sh builds into."""
-    env = os.environ.get("SIDECAR_TOOLS")
-    return Path(env) if env else Path.home() / ".cache" / "sidecar"
-
-
 def find_consul() -> str:
     """`$SIDECAR_CONSUL`, else the tools cache, else `consul` on PATH."""
-    env = os.environ.get("SIDECAR_CONSUL")
-    if env:
-        if os.path.isfile(env) and os.access(env, os.X_OK):
-            return env
-        raise ConsulNotFound(f"SIDECAR_CONSUL={env!r} is not an executable file")
-    cached = tools_dir() / "bin" / "consul"
-    if cached.is_file() and os.access(cached, os.X_OK):
-        return str(cached)
-    on_path = shutil.which("consul")
-    if on_path:
-        return on_path
-    raise ConsulNotFound(
-        f"no Consul binary: not in $SIDECAR_CONSUL, not at {cached}, not on PATH; "
-        f"{INSTALL_HINT}")
+    return find_tool("consul", "SIDECAR_CONSUL", ConsulNotFound, INSTALL_HINT)
 
 
 @dataclass(frozen=True)

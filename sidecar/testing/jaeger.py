@@ -26,8 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -36,8 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .consul import tools_dir
-from .servers import RUNNING, ServerProcess, http_get
+from .servers import RUNNING, ServerProcess, find_tool, http_get
 
 __all__ = ["JaegerNotFound", "JaegerServer", "JaegerStartError", "find_jaeger"]
 
@@ -54,19 +51,7 @@ class JaegerStartError(RuntimeError):
 
 def find_jaeger() -> str:
     """`$SIDECAR_JAEGER`, else the tools cache, else `jaeger` on PATH."""
-    env = os.environ.get("SIDECAR_JAEGER")
-    if env:
-        if os.path.isfile(env) and os.access(env, os.X_OK):
-            return env
-        raise JaegerNotFound(f"SIDECAR_JAEGER={env!r} is not an executable file")
-    cached = tools_dir() / "bin" / "jaeger"
-    if cached.is_file() and os.access(cached, os.X_OK):
-        return str(cached)
-    on_path = shutil.which("jaeger")
-    if on_path:
-        return on_path
-    raise JaegerNotFound(f"no Jaeger binary: not in $SIDECAR_JAEGER, not at {cached}, "
-                         f"not on PATH; {INSTALL_HINT}")
+    return find_tool("jaeger", "SIDECAR_JAEGER", JaegerNotFound, INSTALL_HINT)
 
 
 def _free_ports(n: int, host: str) -> list[int]:

@@ -13,7 +13,29 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-__all__ = ["RUNNING", "ServerProcess", "http_get"]
+__all__ = ["RUNNING", "ServerProcess", "find_tool", "http_get", "tools_dir"]
+
+def tools_dir() -> Path:
+    """The tools cache outside the clone that the scripts/install-*.sh build into."""
+    env = os.environ.get("SIDECAR_TOOLS")
+    return Path(env) if env else Path.home() / ".cache" / "sidecar"
+
+
+def find_tool(name: str, env_var: str, not_found: type[Exception], hint: str) -> str:
+    """`$<env_var>`, else the tools cache, else `name` on PATH; else `not_found(why)`."""
+    env = os.environ.get(env_var)
+    if env:
+        if os.path.isfile(env) and os.access(env, os.X_OK):
+            return env
+        raise not_found(f"{env_var}={env!r} is not an executable file")
+    cached = tools_dir() / "bin" / name
+    if cached.is_file() and os.access(cached, os.X_OK):
+        return str(cached)
+    on_path = shutil.which(name)
+    if on_path:
+        return on_path
+    raise not_found(f"no {name} binary: not in ${env_var}, not at {cached}, not on PATH; {hint}")
+
 
 RUNNING: set[int] = set()  # pids of servers started and not yet reaped
 
