@@ -233,7 +233,9 @@ class ConsulDiscovery(Discovery):
             started = loop.time()
             # After an error, read afresh (index 0): a restarted server may now be behind
             # our index, and a query on an index it has not reached hangs for all of `wait`.
-            query_index = 0 if f.last_error is not None else f.index
+            # So is every read while an empty answer after a recovery is being held.
+            afresh = f.last_error is not None or f.held_since is not None
+            query_index = 0 if afresh else f.index
             try:
                 returned, endpoints = await self._read(service, query_index)
                 # Consul answers [] for any name; only the catalog says a service exists.
@@ -276,7 +278,8 @@ class ConsulDiscovery(Discovery):
         if now - f.held_since >= RECOVERY_GRACE:
             f.held_since = None
             return False
-        f.index = 0
+        # f.index stays the one from before the outage, so that the answer finally
+        # believed is still compared against it and a backwards index is seen.
         f.last_error = f.error_since = None
         return True
 

@@ -124,3 +124,47 @@ def test_registration_payload() -> None:
         "Interval": "10000ms", "Timeout": "2000ms",
         "DeregisterCriticalServiceAfter": "60000ms"}
     assert p["weights"] == {"Passing": 2, "Warning": 1}
+
+
+async def test_an_index_reset_is_seen_through_an_outage_and_a_held_empty_answer() -> None:
+    """The restarted agent's first answers are empty (not re-synced yet) and are held; the
+    answer finally believed is still compared with the index from before the outage."""
+    import asyncio
+
+    import consul
+
+    from sidecar.discovery.consul import ConsulDiscovery
+
+    one, two = Endpoint("127.0.0.1", 9001), Endpoint("127.0.0.1", 9002)
+    script: list[object] = [(56, (one,)), consul.ConsulException("agent down"),
+                            (5, ()), (19, (one, two))]
+    asked: list[int] = []
+
+    class Scripted(ConsulDiscovery):
+        async def _read(self, service: str, index: int) -> tuple[int, tuple[Endpoint, ...]]:
+            asked.append(index)
+            if not script:
+                await asyncio.Event().wait()  # a blocking query with nothing new
+            step = script.pop(0)
+            if isinstance(step, Exception):
+                raise step
+            assert isinstance(step, tuple)
+            return step
+
+        async def _registered(self, service: str) -> bool:
+            return True
+
+    d = Scripted(ConsulConfig(backoff_base=0.01, backoff_cap=0.02), rng=random.Random(3))
+    watched = d.watch("api")
+    await d.start()
+    try:
+        for _ in range(200):
+            if watched.value.endpoints == (one, two):
+                break
+            await asyncio.sleep(0.01)
+        info = d.describe()["services"]["api"]  # type: ignore[index]
+    finally:
+        await d.stop()
+    assert watched.value.endpoints == (one, two)
+    assert asked == [0, 56, 0, 0, 0]  # afresh after the error and while holding
+    assert (info["index"], info["index_resets"]) == (0, 1)
