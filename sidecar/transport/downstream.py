@@ -30,9 +30,8 @@ from ..protocol.events import Headers, RequestHead
 from ..protocol.forwarding import request_head
 from ..protocol.h1 import LAST_CHUNK, ProtocolError, RequestReader, encode_chunk
 from . import hop_telemetry, tries
-from .failures import HEADER, IDLE, RESPONSE, Failures
+from .failures import HEADER, IDLE, RESPONSE
 from .responses import Responding
-from .tunnel import Tunnelling
 
 if TYPE_CHECKING:
     from .listener import Listener
@@ -44,7 +43,7 @@ UPSTREAM_CONNECTING, UPSTREAM_FULL, BACKLOG_FULL, CLIENT_FULL = 1, 2, 4, 8
 HEAD, DATA, END, UPGRADE, ERROR = range(5)
 
 
-class DownstreamConnection(Responding, Failures, Tunnelling, asyncio.Protocol):
+class DownstreamConnection(Responding):
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
         self.loop = listener.loop

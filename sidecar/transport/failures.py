@@ -1,7 +1,7 @@
 """How a client connection answers what went wrong: an upstream that failed or went away,
 a client that sent something unparseable, time that ran out.
 
-A part of `DownstreamConnection` (a mixin: these methods share its state), kept apart so
+A link of `DownstreamConnection`'s chain (see client_base.py), kept apart so
 that the happy path reads on its own in downstream.py. Every failure ends in
 `respond_error`: the sidecar's JSON envelope with the code's status, or a cut connection
 when part of a response has already gone out.
@@ -9,9 +9,8 @@ when part of a response has already gone out.
 
 from __future__ import annotations
 
-from collections import deque
 from time import monotonic
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..core.errors import ErrorCode, envelope
 from ..core.exchange import Exchange
@@ -22,10 +21,10 @@ from ..protocol.events import RequestHead
 from ..protocol.forwarding import simple_response
 from ..protocol.h1 import ProtocolError
 from . import tries
+from .tunnel import Tunnelling
 
 if TYPE_CHECKING:
-    from .listener import Listener
-    from .upstream import UpstreamConnection
+    pass
 
 # What the deadline guards (shared with downstream.py).
 IDLE, HEADER, RESPONSE, BODY = range(4)
@@ -34,29 +33,7 @@ BACKLOG_FULL = 4  # a reason to stop reading from the client (the bits are in do
 ELSEWHERE = frozenset((ErrorCode.UPSTREAM_CONNECT_FAILED, ErrorCode.UPSTREAM_IDENTITY_MISMATCH))
 
 
-class Failures:
-    # The connection's state these methods use (defined in DownstreamConnection).
-    listener: Listener
-    exchange: Exchange | None
-    backlog: deque[tuple[int, Any]]
-    wbuf: list[bytes]
-    timer: int
-    deadline: float
-    activity: int
-    failed: bool
-    closed: bool
-    tunnel: UpstreamConnection | None
-
-    if TYPE_CHECKING:  # DownstreamConnection's own
-        loop: Any
-
-        def flush(self) -> None: ...
-        def abort(self) -> None: ...
-        def close_after_flush(self) -> None: ...
-        def block_reading(self, reason: int) -> None: ...
-        def forward(self, ex: Exchange) -> None: ...
-        def _finish(self, ex: Exchange) -> None: ...
-
+class Failures(Tunnelling):
     # failures --------------------------------------------------------------------
     def upstream_failed(self, ex: Exchange, code: ErrorCode, message: str) -> None:
         if ex is not self.exchange:

@@ -10,7 +10,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from time import monotonic
-from typing import Any
+from typing import Any, cast
 
 from ..config.model import Limits
 from ..core.errors import ErrorCode
@@ -59,7 +59,8 @@ class Listener:
         host, port = address
         self.server = await self.loop.create_server(
             self._protocol, host, port, backlog=2048, reuse_address=True)
-        sock = self.server.sockets[0].getsockname()
+        server: Any = self.server  # typeshed says its sockets are a tuple; uvloop's, a list
+        sock = server.sockets[0].getsockname()
         self.address = (sock[0], sock[1])
         self._sweeper = self.loop.create_task(self._sweep())
         log.info("listening", extra={"listener": self.name,
@@ -82,7 +83,10 @@ class Listener:
 
     def _protocol(self) -> asyncio.Protocol:
         conn = DownstreamConnection(self)
-        return conn if self.tls is None else TlsServerConnection(self.tls, conn)
+        if self.tls is not None:
+            return TlsServerConnection(self.tls, conn)
+        # A protocol by its methods: a compiled class cannot also subclass asyncio's.
+        return cast(asyncio.Protocol, conn)
 
     def admit(self, conn: DownstreamConnection) -> bool:
         if self.draining or len(self.connections) >= self.state.limits.max_connections:

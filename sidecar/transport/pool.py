@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ..config.model import Upstream
 from ..core.errors import ErrorCode
@@ -67,15 +67,16 @@ class Pool:
     async def _connect(self, ex: Exchange) -> None:
         host, port = self.address
         tls = self.tls
+        conn = UpstreamConnection(self)
+        protocol = cast(asyncio.Protocol, conn)  # one by its methods
         try:
             if tls is None:
-                connecting = self.loop.create_connection(
-                    lambda: UpstreamConnection(self), host, port)
+                connecting = self.loop.create_connection(lambda: protocol, host, port)
             else:
                 connecting = self.loop.create_connection(
-                    lambda: UpstreamConnection(self), host, port, ssl=tls.context(),
+                    lambda: protocol, host, port, ssl=tls.context(),
                     server_hostname="")  # no SNI, no host check: the SPIFFE ID is checked
-            transport, conn = await asyncio.wait_for(connecting, self.settings.connect_timeout)
+            transport, _ = await asyncio.wait_for(connecting, self.settings.connect_timeout)
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             self.busy -= 1
             self.connect_errors += 1

@@ -2,7 +2,7 @@
 they are framed for this client (its HTTP version, keep-alive, chunking) and queued for
 the next flush.
 
-A part of `DownstreamConnection` (a mixin sharing its state); the response head is also
+A link of `DownstreamConnection`'s chain (see client_base.py); the response head is also
 where endpoint health learns each answer and where a retryable answer is replaced by
 another try's.
 """
@@ -10,39 +10,24 @@ another try's.
 from __future__ import annotations
 
 from time import monotonic
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..core.errors import ErrorCode
-from ..core.exchange import Exchange
 from ..policy.retry import HttpStatus
 from ..protocol.events import ResponseHead
 from ..protocol.forwarding import body_allowed, response_head
 from ..protocol.h1 import LAST_CHUNK, encode_chunk
 from . import tries
-from .failures import BODY
+from .failures import BODY, Failures
 
 if TYPE_CHECKING:
-    from .listener import Listener
+    pass
 
 # Answers that a retry policy may replace with another try's.
 _RETRY_STATUSES = frozenset((502, 503, 504))
 
 
-class Responding:
-    listener: Listener
-    exchange: Exchange | None
-    wbuf: list[bytes]
-    timer: int
-    deadline: float
-    activity: int
-
-    if TYPE_CHECKING:  # DownstreamConnection's own
-        loop: Any
-
-        def _finish(self, ex: Exchange) -> None: ...
-        def forward(self, ex: Exchange) -> None: ...
-        def flush(self) -> None: ...
-
+class Responding(Failures):
     def response_head(self, head: ResponseHead) -> None:
         ex = self.exchange
         assert ex is not None, "an upstream feeds only the exchange it serves"

@@ -23,7 +23,7 @@ import logging
 import ssl
 from collections import Counter, deque
 from time import monotonic
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..identity.contexts import peer_spiffe_id
 
@@ -154,7 +154,7 @@ class TlsServerConnection(asyncio.Protocol):
         raw = self.raw
         assert raw is not None
         self.inner.transport = raw
-        raw.set_protocol(self.inner)
+        raw.set_protocol(cast(asyncio.Protocol, self.inner))  # one by its methods
         self.inner.deadline = monotonic() + self.inner.listener.state.limits.header_timeout
         self.inner.data_received(data)
 

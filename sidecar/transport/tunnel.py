@@ -1,42 +1,27 @@
 """A client connection after `Upgrade` (WebSocket): bytes pass through both ways, untouched.
 
-A part of `DownstreamConnection` (a mixin sharing its state). The client's bytes sent after
+A link of `DownstreamConnection`'s chain (see client_base.py). The client's bytes sent after
 the Upgrade request are held until the upstream answers 101; then both connections are
 joined and the exchange is over as far as HTTP is concerned.
 """
 
 from __future__ import annotations
 
-import asyncio
 from time import monotonic
 from typing import TYPE_CHECKING
 
 from ..core.exchange import Exchange
 from . import hop_telemetry
+from .client_base import ClientConnectionBase
 
 if TYPE_CHECKING:
-    from .listener import Listener
     from .upstream import UpstreamConnection
 
 IDLE = 0  # the deadline's idle state (see failures.py)
 UPSTREAM_CONNECTING = 1  # a reason to stop reading from the client (see downstream.py)
 
 
-class Tunnelling:
-    listener: Listener
-    transport: asyncio.Transport | None
-    exchange: Exchange | None
-    tunnel: UpstreamConnection | None
-    tunnel_buf: list[bytes] | None
-    wbuf: list[bytes]
-    timer: int
-    deadline: float
-    closed: bool
-
-    if TYPE_CHECKING:  # DownstreamConnection's own
-        def flush(self) -> None: ...
-        def unblock_reading(self, reason: int) -> None: ...
-
+class Tunnelling(ClientConnectionBase):
     def _upgrade_requested(self, rest: bytes) -> None:
         # Everything after an Upgrade request is the new protocol's: hold it until the 101.
         if self.exchange is not None and self.exchange.route is not None:

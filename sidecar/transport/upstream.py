@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from .pool import Pool
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection:
+    """An asyncio protocol by its methods (a compiled class has no Python base)."""
+
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
