@@ -203,7 +203,7 @@ class Sidecar:
             await self.auth.start()  # fetches JWKS URLs once; a failure fails closed, later
         self.rate_limits = _rate_limits(self.config)
         if self.config.tracing is not None:
-            from .telemetry.tracing import Tracer  # the OpenTelemetry SDK loads only here
+            from .telemetry.tracing import Tracer  # its export thread starts only here
             self.tracer = Tracer(self.config.tracing)
             self.metrics.gauges(self.tracer.metric_samples)
         if self.config.access_log is not None:
