@@ -32,7 +32,6 @@ import dataclasses
 import http.client
 import json
 import os
-import platform
 import re
 import signal
 import statistics
@@ -72,8 +71,16 @@ from bench.peers import (
     start_sidecar,
     tool_versions,
 )
-from bench.procs import BenchError, Supervisor, free_port, http_get, log_tail
-from bench.report import Goal, Outcome
+from bench.procs import (
+    BenchError,
+    Supervisor,
+    free_port,
+    http_get,
+    log_tail,
+    sidecar_build,
+    sidecar_env,
+)
+from bench.report import Goal, Outcome, machine
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -125,9 +132,7 @@ class Setup:
 
 
 def _sidecar_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    return env
+    return sidecar_env(REPO)
 
 
 def make_setup(python: str) -> Setup:
@@ -825,14 +830,11 @@ def _run(args: argparse.Namespace, sup: Supervisor, workdir: Path) -> RunResult:
 
 
 def _meta(args: argparse.Namespace, started: datetime) -> dict[str, Any]:
-    cpu_model = next((line.split(":", 1)[1].strip()
-                      for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), "?")
     return {
         "benchmark": "features",
         "started_at": started.isoformat(),
-        "machine": {"cpu": cpu_model, "cpus": os.cpu_count(), "kernel": platform.release(),
-                    "host": platform.node()},
+        "machine": machine(),
+        "sidecar_build": sidecar_build(args.python, REPO),
         "options": {"duration_s": args.duration, "warmup_s": args.warmup,
                     "connections": args.connections, "wrk_threads": 1, "rounds": args.rounds,
                     "only": args.only, "micro_n": args.micro_n, "python": args.python,
@@ -881,6 +883,7 @@ def main(argv: list[str] | None = None) -> int:
     paired = paired_costs(result.rounds)
     gs = goals(result.best, result.micro)
     print(render(result.best, paired, result.micro, gs, args))
+    print(f"sidecar build: {sidecar_build(args.python, REPO)}")
     path = RESULTS / f"features-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({

@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import http.client
 import os
-import platform
 import signal
 import sys
 import tempfile
@@ -39,8 +38,8 @@ from bench.peers import (
     start_backend,
     tool_versions,
 )
-from bench.procs import BenchError, Supervisor, http_get, wait_http_ok
-from bench.report import Outcome, render, write_json
+from bench.procs import BenchError, Supervisor, http_get, sidecar_build, wait_http_ok
+from bench.report import Outcome, machine, render, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -225,23 +224,11 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _meta(args: argparse.Namespace, started: datetime) -> dict[str, object]:
-    cpu_model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "?",
-    )
     return {
         "benchmark": "http_keepalive",
         "started_at": started.isoformat(),
-        "machine": {
-            "cpu": cpu_model,
-            "cpus": os.cpu_count(),
-            "kernel": platform.release(),
-            "host": platform.node(),
-        },
+        "machine": machine(),
+        "sidecar_build": sidecar_build(args.python, REPO),
         "options": {
             "duration_s": args.duration,
             "warmup_s": args.warmup,
@@ -284,8 +271,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(render(outcomes, args.connections))
+    meta = _meta(args, started)
+    print(f"sidecar build: {meta['sidecar_build']} (SIDECAR_BUILD={os.environ.get('SIDECAR_BUILD', '')})")
     path = RESULTS / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    write_json(path, _meta(args, started), outcomes)
+    write_json(path, meta, outcomes)
     print(f"\nwrote {path.relative_to(REPO)}")
     # Missed goals never fail the run (no timing assertions); a target that broke does.
     return 0 if all(o.error is None for o in outcomes.values()) else 1

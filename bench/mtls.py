@@ -28,7 +28,6 @@ import dataclasses
 import http.client
 import json
 import os
-import platform
 import re
 import resource
 import signal
@@ -70,8 +69,16 @@ from bench.peers import (
     start_sidecar,
     tool_versions,
 )
-from bench.procs import BenchError, Supervisor, free_port, http_get, log_tail
-from bench.report import Goal, Outcome
+from bench.procs import (
+    BenchError,
+    Supervisor,
+    free_port,
+    http_get,
+    log_tail,
+    sidecar_build,
+    sidecar_env,
+)
+from bench.report import Goal, Outcome, machine
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -127,8 +134,7 @@ print(json.dumps({"server": [str(s.cert), str(s.key)], "client": [str(c.cert), s
 def make_certs(python: str, workdir: Path) -> Certs:
     """Server and client leaves from the project's CA (run with the sidecar's interpreter,
     which has `cryptography`), plus the combined PEM files haproxy and ab want."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env = sidecar_env(REPO)
     try:
         done = subprocess.run(
             [python, "-c", _CERTS_SCRIPT, str(workdir / "pki")],
@@ -764,23 +770,11 @@ def _versions() -> dict[str, str]:
 
 
 def _meta(args: argparse.Namespace, started: datetime, certs: Certs | None) -> dict[str, Any]:
-    cpu_model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "?",
-    )
     return {
         "benchmark": "mtls",
         "started_at": started.isoformat(),
-        "machine": {
-            "cpu": cpu_model,
-            "cpus": os.cpu_count(),
-            "kernel": platform.release(),
-            "host": platform.node(),
-        },
+        "machine": machine(),
+        "sidecar_build": sidecar_build(args.python, REPO),
         "options": {
             "duration_s": args.duration,
             "warmup_s": args.warmup,
@@ -874,6 +868,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(render(results, facts, args.connections))
+    print(f"sidecar build: {sidecar_build(args.python, REPO)}")
     path = RESULTS / f"mtls-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     write_json(path, _meta(args, started, certs), results, facts)
     print(f"\nwrote {path.relative_to(REPO)}")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.measure import descendants, rss_mib
-from bench.procs import BenchError, Supervisor, free_port, wait_http_ok
+from bench.procs import BenchError, Supervisor, free_port, sidecar_env, wait_http_ok
 
 __all__ = [
     "READY_TIMEOUT_S",
@@ -256,8 +256,7 @@ listeners:
   admin: {{address: "127.0.0.1:{port_admin}"}}
 app: {{address: "127.0.0.1:{launch.backend_port}"}}
 {extra_config}""")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(launch.repo), env.get("PYTHONPATH")) if p)
+    env = sidecar_env(launch.repo)
     log = home / "stderr.log"
     argv = [launch.python, "-m", "sidecar", "run", "--config", str(conf)]
     # Start-up time runs from just before the process is created to the first 200 from

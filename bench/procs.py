@@ -27,6 +27,8 @@ __all__ = [
     "free_port",
     "http_get",
     "log_tail",
+    "sidecar_build",
+    "sidecar_env",
     "wait_http_ok",
 ]
 
@@ -193,3 +195,25 @@ def wait_http_ok(
                 f"{url} not ready within {timeout_s:.0f} s: {last_error}\n{log_tail(log)}"
             )
         time.sleep(poll_s)
+
+
+def sidecar_env(repo: Path) -> dict[str, str]:
+    """The environment a sidecar (or a helper run with its interpreter) starts in: the build
+    named by $SIDECAR_BUILD first (`make compiled` puts the mypyc build in build/compiled),
+    then the repository's sources."""
+    env = dict(os.environ)
+    build = env.get("SIDECAR_BUILD")
+    # Absolute: the sidecar runs in a directory of its own.
+    paths = (build and str(Path(build).resolve()), str(repo), env.get("PYTHONPATH"))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    return env
+
+
+def sidecar_build(python: str, repo: Path) -> str:
+    """Which build `sidecar_env` runs: "compiled (mypyc)" or "pure Python", for the report."""
+    probe = "import sidecar.transport.downstream as d; print(d.__file__)"
+    done = subprocess.run([python, "-c", probe], env=sidecar_env(repo), cwd="/",
+                          capture_output=True, text=True, check=False, timeout=60)
+    if done.returncode != 0:
+        return f"unknown ({done.stderr.strip().splitlines()[-1:] or 'no output'})"
+    return "pure Python" if done.stdout.strip().endswith(".py") else "compiled (mypyc)"

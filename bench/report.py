@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.measure import WrkResult
 
-__all__ = ["Goal", "Outcome", "comparison", "render", "write_json"]
+__all__ = ["Goal", "Outcome", "comparison", "machine", "render", "write_json"]
 
 # Below this share of its core, the nginx proxy was not the bottleneck (see `_notes`).
 _SATURATED = 0.9
@@ -66,6 +68,15 @@ class Goal:
         if self.op == "<=":
             return self.value <= self.limit
         return self.value < self.limit
+
+
+def machine() -> dict[str, Any]:
+    """The facts of this machine every benchmark records beside its figures."""
+    cpu_model = next((line.split(":", 1)[1].strip()
+                      for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "?")
+    return {"cpu": cpu_model, "cpus": os.cpu_count(), "kernel": platform.release(),
+            "host": platform.node()}
 
 
 def _added_p50_ms(out: Outcome, direct: Outcome | None) -> float | None:

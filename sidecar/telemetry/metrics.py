@@ -92,9 +92,9 @@ class Metrics:
             stats = self._stats[key] = kind(direction, service, route)
         return stats
 
-    def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
+    def inc(self, name: str, **labels: str) -> None:
         key = (name, tuple(sorted(labels.items())))
-        self.counters[key] = self.counters.get(key, 0.0) + amount
+        self.counters[key] = self.counters.get(key, 0.0) + 1.0
 
     def gauges(self, source: Callable[[], Iterable[tuple[str, dict[str, str], float]]]) -> None:
         """Register a function read at scrape time, yielding (name, labels, value);
