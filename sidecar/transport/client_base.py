@@ -44,6 +44,9 @@ class ClientConnectionBase:
     def flush(self) -> None:
         raise NotImplementedError
 
+    def send_wbuf(self) -> None:
+        raise NotImplementedError
+
     def abort(self) -> None:
         raise NotImplementedError
 

@@ -53,6 +53,7 @@ class DownstreamConnection(Responding):
         self.to_send: Exchange | None = None  # begun in this read; sent once it proves sound
         self.backlog: deque[tuple[int, Any]] = deque()
         self.wbuf: list[bytes] = []
+        self.write_queued = False  # in the listener's writes for the end of this tick
         self.client_ip = b"unknown"
         self.peer: str | None = None  # the mTLS peer's SPIFFE ID
         self.client_ip_str = "unknown"
@@ -370,6 +371,16 @@ class DownstreamConnection(Responding):
 
     # I/O helpers -----------------------------------------------------------------
     def flush(self) -> None:
+        """Send `wbuf` at the end of this loop tick, with every other client's bytes (the
+        upstream side does the same, see UpstreamConnection.write: a write that wakes an
+        idle peer is the dearest part of a hop, and a batch wakes it once)."""
+        if self.wbuf and not self.write_queued and not self.closed:
+            self.write_queued = True
+            self.listener.queue_write(self)
+
+    def send_wbuf(self) -> None:
+        """Send `wbuf` now: the end of the tick, or a close that must not lose it."""
+        self.write_queued = False
         wbuf = self.wbuf
         if wbuf and not self.closed:
             data = wbuf[0] if len(wbuf) == 1 else b"".join(wbuf)
@@ -377,7 +388,7 @@ class DownstreamConnection(Responding):
             self.transport.write(data)  # type: ignore[union-attr]
 
     def close_after_flush(self) -> None:
-        self.flush()
+        self.send_wbuf()
         self.wbuf.clear()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()

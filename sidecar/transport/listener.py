@@ -54,6 +54,7 @@ class Listener:
         self.accepted = 0
         self._sweeper: asyncio.Task[None] | None = None
         self._waits: set[asyncio.Task[None]] = set()
+        self._writers: list[DownstreamConnection] = []  # with bytes for this tick's end
 
     async def start(self, address: tuple[str, int]) -> None:
         host, port = address
@@ -87,6 +88,19 @@ class Listener:
             return TlsServerConnection(self.tls, conn)
         # A protocol by its methods: a compiled class cannot also subclass asyncio's.
         return cast(asyncio.Protocol, conn)
+
+    def queue_write(self, conn: DownstreamConnection) -> None:
+        """`conn` has bytes for its client at the end of this tick (see its flush())."""
+        writers = self._writers
+        writers.append(conn)
+        if len(writers) == 1:
+            self.loop.call_soon(self.send_queued)
+
+    def send_queued(self) -> None:
+        """The end of the tick: every client's queued bytes go out."""
+        writers, self._writers = self._writers, []
+        for conn in writers:
+            conn.send_wbuf()
 
     def admit(self, conn: DownstreamConnection) -> bool:
         if self.draining or len(self.connections) >= self.state.limits.max_connections:

@@ -54,10 +54,12 @@ class Tunnelling(ClientConnectionBase):
         self.deadline = 0.0  # a tunnel has no idle limit of ours; the endpoints' own apply
 
     def tunnel_write(self, data: bytes) -> None:
+        # Through wbuf, like a response: after the 101 and anything queued before it.
         if not self.closed:
-            self.transport.write(data)  # type: ignore[union-attr]
+            self.wbuf.append(data)
+            self.flush()
 
     def tunnel_closed(self) -> None:
-        self.flush()
+        self.send_wbuf()
         if self.transport is not None:
             self.transport.close()
