@@ -2,13 +2,15 @@
 
 - `config` / `parse` / `parse_route`: frozen config (`AuthConfig`, `RouteAuth`,
   `RbacConfig`) from YAML, every problem reported with its path.
-- `token.find_token`: where a request carries its token.
+- `token.find_token`: where a request carries its token; `token.HeaderToken`: the
+  common case (one header), read once per distinct header value.
 - `verifier.Verifier`: `verify_now(token)` (plain call, cached) and `await verify(token)`
   (only when a key set must be refreshed first); failures raise `AuthError(reason)`.
 - `jwks.KeySet`: a provider's keys, refreshed (rate-limited, single flight) from a URL
   by `fetch.HttpJwksFetcher`; `runtime.AuthRuntime` builds and runs them from config.
 - `claims.ClaimHeaders`: claims to `x-auth-*` headers, client copies stripped first.
-- `guard.RouteGuard`: one route's JWT step (find, verify, forward); start here.
+- `guard.RouteGuard`: one route's JWT step (find, verify, forward; `admit` does all
+  three at once on the data plane); start here.
 - `rbac.Rbac`: first-match rules over method, path, roles, scopes and peer identity.
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ _WHERE = {
     "AuthRuntime": "runtime",
     "ClaimHeaders": "claims",
     "Decision": "rbac",
+    "HeaderToken": "token",
     "HttpJwksFetcher": "fetch",
     "JwksError": "jwks",
     "JwksResponse": "jwks",
@@ -54,6 +57,7 @@ __all__ = [
     "AuthRuntime",
     "ClaimHeaders",
     "Decision",
+    "HeaderToken",
     "HttpJwksFetcher",
     "JwksError",
     "JwksResponse",

@@ -9,12 +9,16 @@ later rules are not consulted. No rule selecting the request: deny. No rules: al
 
 `Decision.rule` names the deciding rule for the log and the explain endpoint; the
 response body never says it.
+
+On the data plane (`decide_request`), a rule's roles and scopes conditions, a function of
+the token's claims alone, are decided once per verified token: the answer is kept in the
+token's memo, which the verified-token cache serves with it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,69 +56,93 @@ def compile_peer_pattern(pattern: str) -> re.Pattern[str]:
 @dataclass(frozen=True, slots=True)
 class _Compiled:
     rule: RbacRule
+    methods: frozenset[bytes]  # as a request line sends them: compared without decoding
     paths: tuple[re.Pattern[str], ...]
     peers: tuple[re.Pattern[str], ...]
+    deny_rule: bool        # `action: deny`
+    on_claims: bool        # roles or scopes: the token's claims have a say
+    # What the claims' say depends on besides the claims: the key of its answer in a
+    # verified token's memo (values, so a reloaded or another route's twin rule shares it).
+    memo_key: tuple[Hashable, ...]
     allow: Decision        # made once: the hot path allocates nothing when it allows
     deny: Decision
+    no_token: Decision
 
 
 class Rbac:
     def __init__(self, config: RbacConfig) -> None:
         self.config = config
+        roles_claim, scopes_claim = config.roles_claim, config.scopes_claim
         self._rules = tuple(
-            _Compiled(r, tuple(compile_path_glob(p) for p in r.paths),
-                      tuple(compile_peer_pattern(p) for p in r.peers),
+            _Compiled(r, frozenset(m.encode() for m in r.methods),
+                      tuple(compile_path_glob(p) for p in r.paths),
+                      tuple(compile_peer_pattern(p) for p in r.peers), r.action == "deny",
+                      bool(r.roles or r.scopes),
+                      (r.name, r.roles, r.scopes, r.match_all, roles_claim, scopes_claim),
                       Decision(True, r.name, "allowed by rule"),
-                      Decision(False, r.name, "denied by rule"))
+                      Decision(False, r.name, "denied by rule"),
+                      Decision(False, r.name, "no verified token"))
             for r in config.rules)
 
     def decide(self, method: str, path: str, claims: Mapping[str, Any] | None,
                peer: str | None) -> Decision:
-        """`path` without its query; `claims` of the verified token or None; `peer` the
-        client certificate's SPIFFE ID or None (no mTLS)."""
-        if not self._rules:
-            return _NO_RULES
-        path = path.partition("?")[0]
-        for c in self._rules:
-            rule = c.rule
-            if rule.methods and method not in rule.methods:
-                continue
-            if c.paths and not any(p.fullmatch(path) for p in c.paths):
-                continue
-            if rule.action == "deny":
-                return c.deny
-            return self._conditions(c, claims, peer)
-        return _DEFAULT_DENY
+        """`path` with or without its query; `claims` of the verified token or None; `peer`
+        the client certificate's SPIFFE ID or None (no mTLS)."""
+        return self.decide_request(method.encode(), path.partition("?")[0], claims, None, peer)
 
-    def _conditions(self, c: _Compiled, claims: Mapping[str, Any] | None,
-                    peer: str | None) -> Decision:
+    def decide_request(self, method: bytes, path: bytes | str,
+                       claims: Mapping[str, Any] | None, memo: dict[Hashable, Any] | None,
+                       peer: str | None) -> Decision:
+        """`decide()` as the data plane calls it: `method` as sent; `path` the request
+        target as read (decoded and its query cut off only if a rule looks at it) or a path
+        already without its query; `memo` the verified token's (`Verified.memo`), where
+        what depends on its claims alone is kept for its next requests."""
+        for c in self._rules:
+            if c.methods and method not in c.methods:
+                continue
+            if c.paths:
+                if not isinstance(path, str):
+                    path = path.decode("latin-1").partition("?")[0]
+                if not any(p.fullmatch(path) for p in c.paths):
+                    continue
+            # The first rule selecting the request decides; these are its conditions.
+            if c.deny_rule:
+                return c.deny
+            if c.peers and (peer is None or not any(p.fullmatch(peer) for p in c.peers)):
+                return Decision(False, c.rule.name, f"peer {peer or '(none)'} not allowed")
+            if not c.on_claims:
+                return c.allow
+            if claims is None:
+                return c.no_token
+            if memo is None:
+                return self._on_claims(c, claims)
+            decision: Decision | None = memo.get(c.memo_key)
+            if decision is None:
+                decision = memo[c.memo_key] = self._on_claims(c, claims)
+            return decision
+        return _DEFAULT_DENY if self._rules else _NO_RULES
+
+    def _on_claims(self, c: _Compiled, claims: Mapping[str, Any]) -> Decision:
+        """The roles and scopes conditions: a function of the claims and the rule alone."""
         rule = c.rule
-        if c.peers and (peer is None or not any(p.fullmatch(peer) for p in c.peers)):
-            return Decision(False, rule.name, f"peer {peer or '(none)'} not allowed")
-        if rule.roles and not self._holds(rule.roles, claims, self.config.roles_claim, rule):
-            return self._lacks(rule, rule.roles, claims, self.config.roles_claim)
-        if rule.scopes and not self._holds(rule.scopes, claims, self.config.scopes_claim, rule):
-            return self._lacks(rule, rule.scopes, claims, self.config.scopes_claim)
+        if rule.roles and not _holds(rule.roles, claims, self.config.roles_claim, rule):
+            return _lacks(rule, rule.roles, self.config.roles_claim)
+        if rule.scopes and not _holds(rule.scopes, claims, self.config.scopes_claim, rule):
+            return _lacks(rule, rule.scopes, self.config.scopes_claim)
         return c.allow
 
-    @staticmethod
-    def _holds(wanted: frozenset[str], claims: Mapping[str, Any] | None, name: str,
-               rule: RbacRule) -> bool:
-        if claims is None:
-            return False
-        value = claims.get(name)
-        if isinstance(value, list):         # the common case, without making a set
-            try:
-                return wanted.issubset(value) if rule.match_all else not wanted.isdisjoint(value)
-            except TypeError:               # an unhashable item (a nested object)
-                pass
-        held = claim_strings(claims, name)  # a string, a nested claim, or nothing
-        return wanted <= held if rule.match_all else not wanted.isdisjoint(held)
 
-    @staticmethod
-    def _lacks(rule: RbacRule, wanted: frozenset[str], claims: Mapping[str, Any] | None,
-               name: str) -> Decision:
-        if claims is None:
-            return Decision(False, rule.name, "no verified token")
-        need = "all" if rule.match_all else "one"
-        return Decision(False, rule.name, f"{name} lacks {need} of {', '.join(sorted(wanted))}")
+def _holds(wanted: frozenset[str], claims: Mapping[str, Any], name: str, rule: RbacRule) -> bool:
+    value = claims.get(name)
+    if isinstance(value, list):         # the common case, without making a set
+        try:
+            return wanted.issubset(value) if rule.match_all else not wanted.isdisjoint(value)
+        except TypeError:               # an unhashable item (a nested object)
+            pass
+    held = claim_strings(claims, name)  # a string, a nested claim, or nothing
+    return wanted <= held if rule.match_all else not wanted.isdisjoint(held)
+
+
+def _lacks(rule: RbacRule, wanted: frozenset[str], name: str) -> Decision:
+    need = "all" if rule.match_all else "one"
+    return Decision(False, rule.name, f"{name} lacks {need} of {', '.join(sorted(wanted))}")

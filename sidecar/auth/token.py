@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl
 from .config import TokenLocation
 from .errors import AuthError, Reason
 
-__all__ = ["find_token"]
+__all__ = ["HeaderToken", "find_token"]
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -22,7 +22,7 @@ def find_token(locations: Iterable[TokenLocation], headers: Headers, target: byt
     """
     for loc in locations:
         if loc.kind == "header":
-            token = _from_header(loc, headers)
+            token, _ = HeaderToken(loc).scan(headers)
         elif loc.kind == "cookie":
             token = _single(loc, [v for n, v in _cookies(headers) if n == loc.name.encode()])
         else:
@@ -32,20 +32,66 @@ def find_token(locations: Iterable[TokenLocation], headers: Headers, target: byt
     return None
 
 
-def _from_header(loc: TokenLocation, headers: Headers) -> str | None:
-    # The hot path: one pass, no copies of the token until the one that is returned.
-    name = loc.name.encode()
-    prefix = loc.prefix.encode().lower()
-    n = len(prefix)
-    found: list[bytes] = []
-    for key, value in headers:
-        if key == name:
-            value = value.strip()
-            if not n:
-                found.append(value)
-            elif value[:n].lower() == prefix:   # another scheme (`Basic`): not a bearer token
-                found.append(value[n:])
-    return _single(loc, found) if found else None
+class HeaderToken:
+    """A token read from one header after a prefix (`Authorization: Bearer <token>`), the
+    bytes to look for made once: a route guard keeps one, and it is the hot path.
+
+    `scan(headers)` answers the token, None when no such header holds one (as `find_token`
+    would), and whether any other header is named in `watch` (the route's claim headers:
+    the client's copies are stripped only when there are any): one pass for both. The
+    last header value that held a token is kept with the token read from it, so a run of
+    requests carrying one token (a keep-alive client's) reads it once.
+    """
+
+    __slots__ = ("_last", "_n", "_prefix", "name", "watch")
+
+    def __init__(self, location: TokenLocation, watch: frozenset[bytes] = frozenset()) -> None:
+        self.name = location.name.encode()
+        self._prefix = location.prefix.encode().lower()  # matched case-insensitively
+        self._n = len(self._prefix)
+        self.watch = watch
+        self._last: tuple[bytes | None, str] = (None, "")  # a header value, its token
+
+    def scan(self, headers: Headers) -> tuple[str | None, bool]:
+        name, watch = self.name, self.watch
+        last_value, last_token = self._last
+        known: str | None = None  # the token, when its header value is the last one's
+        found = value_found = b""  # or the token as sent, and its header value
+        count = 0
+        watched = False
+        for key, value in headers:
+            if key == name:
+                if value == last_value:
+                    known = last_token
+                    count += 1
+                else:
+                    token = self._after_prefix(value)
+                    if token:
+                        found, value_found = token, value
+                        count += 1
+            elif key in watch:
+                watched = True
+        if not count:
+            return None, watched
+        if count > 1:
+            raise AuthError(Reason.AMBIGUOUS, f"{count} tokens in header {name.decode()!r}")
+        if known is None:
+            try:
+                known = found.decode("ascii")
+            except UnicodeDecodeError:
+                raise AuthError(Reason.MALFORMED, "the token is not ASCII") from None
+            self._last = (value_found, known)
+        return known, watched
+
+    def _after_prefix(self, value: bytes) -> bytes:
+        """The token in one header value; b"" when it holds none (another scheme: `Basic`)."""
+        value = value.strip()
+        n = self._n
+        if not n:
+            return value
+        if value[:n].lower() != self._prefix:
+            return b""
+        return value[n:].strip()
 
 
 def _single(loc: TokenLocation, values: list[bytes]) -> str | None:

@@ -26,8 +26,8 @@ import binascii
 import json
 import re
 import time
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Hashable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
@@ -55,10 +55,22 @@ _MISSING_CLAIM = {"aud": Reason.WRONG_AUDIENCE, "iss": Reason.WRONG_ISSUER}
 
 @dataclass(frozen=True, slots=True)
 class Verified:
+    """A verified token, as the cache keeps it: everything derived from its claims that a
+    request needs is made once, here or on first use, and served with every cache hit."""
+
     provider: str
     claims: Mapping[str, Any]
     headers: tuple[tuple[bytes, bytes], ...]   # the claim headers for the app
     expires_at: float                          # exp + leeway: the cache answers until then
+    subject: str | None = field(init=False)    # `sub` when a string: rate limits by consumer
+    # Decisions that depend on the claims alone, kept by the step that makes them (RBAC:
+    # per rule, keyed by the rule's own values): the claims never change, nor do they.
+    memo: dict[Hashable, Any] = field(init=False, default_factory=dict, repr=False,
+                                      compare=False)
+
+    def __post_init__(self) -> None:
+        sub = self.claims.get("sub")
+        object.__setattr__(self, "subject", sub if isinstance(sub, str) else None)
 
 
 class Verifier:
@@ -69,6 +81,7 @@ class Verifier:
         self.keysets = dict(keysets)
         self.secrets = dict(secrets or {})
         self.claim_headers = ClaimHeaders(config.claim_headers)
+        self._max_token_bytes = config.max_token_bytes
         self.cache: TokenCache[Verified] = TokenCache(config.cache_size, clock)
         self._clock = clock
         self._providers = {p.name: p for p in config.providers}
@@ -77,7 +90,7 @@ class Verifier:
 
     def verify_now(self, token: str, providers: Collection[str] = ()) -> Verified | None:
         """Verified, or AuthError raised; None: the key is unknown, `await verify()`."""
-        if len(token) > self.config.max_token_bytes:
+        if len(token) > self._max_token_bytes:
             raise AuthError(Reason.TOO_LARGE, f"{len(token)} bytes")
         hit = self.cache.get(token)
         if hit is not None and (not providers or hit.provider in providers):

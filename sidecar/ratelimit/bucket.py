@@ -75,13 +75,18 @@ class Buckets:
                         state[i] = caps[i] if t > caps[i] else t
                 state[-1] = now
         # Forget a few idle buckets from the cold end (never the caller's: it is the
-        # warm end, and was refilled at `now`).
-        idle = self._idle_s
+        # warm end, and was refilled at `now`). Mostly the coldest is not idle: one look,
+        # and none when the caller's is the only bucket (always so for `by: route`).
+        if len(keys) > 1 and now - next(iter(keys.values()))[-1] >= self._idle_s:
+            self._forget(now)
+        return state
+
+    def _forget(self, now: float) -> None:
+        keys, idle = self._keys, self._idle_s
         for _ in range(_FORGET_PER_CALL):
             if now - next(iter(keys.values()))[-1] < idle:
                 break
             keys.popitem(last=False)
-        return state
 
 
 def has_token(state: list[float]) -> bool:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from .bucket import Buckets, has_token, take_token
 from .config import Fallback, KeyBy, Policy, RateLimiting, Rule
-from .decision import Decision, Source, decide, fixed, slots
+from .decision import Decision, Slot, Source, decide, fixed, slots
 from .store_errors import StoreUnavailable
 
 if TYPE_CHECKING:  # redis (and what it imports: cryptography, OpenTelemetry) loads only with
@@ -53,8 +53,8 @@ def _hashed(key: str) -> str:
 
 
 class Limiter:
-    __slots__ = ("_buckets", "_by", "_clock", "_fallback", "_one", "_prefixes", "_rules",
-                 "_slots", "_spec", "_store", "dry_run", "headers_on_allowed", "route")
+    __slots__ = ("_buckets", "_by", "_clock", "_fallback", "_one", "_prefixes", "_quiet_one",
+                 "_rules", "_slots", "_spec", "_store", "dry_run", "headers_on_allowed", "route")
 
     def __init__(self, route: str, rules: Sequence[Rule], buckets: Sequence[Buckets], *,
                  clock: Clock = time.monotonic, store: RedisStore | None = None,
@@ -73,6 +73,8 @@ class Limiter:
         self._slots = slots(rules)
         # One rule with one window (Kong's `minute: 100`) has a path of its own, below.
         self._one = self._slots[0] if len(self._slots) == 1 else None
+        # ...and when local and no header wants the numbers, one of `admit()`'s own.
+        self._quiet_one = self._one if store is None and not headers_on_allowed else None
         self._clock = clock
         self._store = store
         self._fallback = fallback
@@ -92,28 +94,52 @@ class Limiter:
     def keys(self, client_ip: str, consumer: str | None = None, peer: str | None = None,
              headers: Headers = ()) -> list[str]:
         """The bucket key of each rule for this request (missing identities: the client IP)."""
-        out = []
-        for by, name in self._by:
-            if by is _IP:
-                key = "ip:" + client_ip
-            elif by is _CONSUMER:
-                key = "sub:" + consumer if consumer else "ip:" + client_ip
-            elif by is _PEER:
-                key = "peer:" + peer if peer else "ip:" + client_ip
-            elif by is _HEADER:
-                value = next((v for k, v in headers if k == name), None)
-                key = "h:" + value.decode("latin-1") if value else "ip:" + client_ip
-            elif by is _ROUTE:
-                key = "route:" + self.route
-            else:
-                key = "service"
-            out.append(key if len(key) <= _MAX_KEY else _hashed(key))
-        return out
+        return [self._key(by, name, client_ip, consumer, peer, headers) for by, name in self._by]
+
+    def _key(self, by: KeyBy, name: bytes, client_ip: str, consumer: str | None,
+             peer: str | None, headers: Headers) -> str:
+        if by is _IP:
+            key = "ip:" + client_ip
+        elif by is _CONSUMER:
+            key = "sub:" + consumer if consumer else "ip:" + client_ip
+        elif by is _PEER:
+            key = "peer:" + peer if peer else "ip:" + client_ip
+        elif by is _HEADER:
+            value = next((v for k, v in headers if k == name), None)
+            key = "h:" + value.decode("latin-1") if value else "ip:" + client_ip
+        elif by is _ROUTE:
+            key = "route:" + self.route
+        else:
+            key = "service"
+        return key if len(key) <= _MAX_KEY else _hashed(key)
 
     def check(self, client_ip: str, consumer: str | None = None, peer: str | None = None,
               headers: Headers = (), *, take: bool = True) -> Decision:
         """Decide on this sidecar's buckets; `take=False` only looks (an explain request)."""
         return self._local(self.keys(client_ip, consumer, peer, headers), take, Source.LOCAL)
+
+    def admit(self, client_ip: str, consumer: str | None = None, peer: str | None = None,
+              headers: Headers = ()) -> Decision | None:
+        """`check()` as the data plane calls it: None when the request may pass and nothing
+        wants the numbers (no `RateLimit-*` headers on allowed responses); else the Decision.
+
+        One rule with one window (Kong's `minute: 100`, most routes' hot path) then costs
+        one key, one clock read and one bucket: no list, no Decision."""
+        one = self._quiet_one
+        if one is None:
+            if self.headers_on_allowed or self._store is not None:
+                return self.check(client_ip, consumer, peer, headers)
+            states, ok = self._take(self.keys(client_ip, consumer, peer, headers),
+                                    self._clock(), True)
+            return None if ok else decide(self._slots, states, True, Source.LOCAL, self.dry_run)
+        by, name = self._by[0]
+        state = self._buckets[0].refill(self._key(by, name, client_ip, consumer, peer, headers),
+                                        self._clock())
+        t = state[0]
+        if t >= 1.0:
+            state[0] = t - 1.0
+            return None
+        return self._refused(one, t, Source.LOCAL)
 
     async def check_global(self, client_ip: str, consumer: str | None = None,
                            peer: str | None = None, headers: Headers = (), *,
@@ -153,21 +179,32 @@ class Limiter:
             # path, and it costs half as much (a test holds the two to the same answers).
             state = self._buckets[0].refill(keys[0], now)
             t = state[0]
-            _, _, limit, rate, period, name = one
             if t >= 1.0:
                 if take:
                     t -= 1.0
                     state[0] = t
+                _, _, limit, rate, period, name = one
                 return _new(Decision, (True, False, limit, int(t), (limit - t) / rate, 0.0,
                                        period, name, source))
-            return _new(Decision, (self.dry_run, True, limit, 0, (limit - t) / rate,
-                                   (1.0 - t) / rate, period, name, source))
+            return self._refused(one, t, source)
+        states, ok = self._take(keys, now, take)
+        return decide(self._slots, states, not ok, source, self.dry_run)
+
+    def _take(self, keys: list[str], now: float, take: bool) -> tuple[list[list[float]], bool]:
+        """Every rule's bucket brought up to `now`; a token taken from each if all hold one
+        (and `take`). Whether all did, and the states for `decide()`."""
         states = [b.refill(k, now) for b, k in zip(self._buckets, keys, strict=True)]
         ok = all(has_token(state) for state in states)
         if ok and take:
             for state in states:
                 take_token(state)
-        return decide(self._slots, states, not ok, source, self.dry_run)
+        return states, ok
+
+    def _refused(self, one: Slot, t: float, source: Source) -> Decision:
+        """The one-window limiter's refusal, `t` tokens (less than one) in its bucket."""
+        _, _, limit, rate, period, name = one
+        return _new(Decision, (self.dry_run, True, limit, 0, (limit - t) / rate,
+                               (1.0 - t) / rate, period, name, source))
 
     def _fall_back(self, keys: list[str], take: bool, store: RedisStore) -> Decision:
         if self._fallback is Fallback.LOCAL:

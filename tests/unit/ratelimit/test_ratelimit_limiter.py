@@ -191,3 +191,29 @@ def test_the_one_window_path_answers_as_the_general_one() -> None:
         seen.add(got.allowed)
         clock.advance(rng.choice([0.0, 0.0, 0.1, 0.25, 0.7]))
     assert seen == {True, False}
+
+
+@pytest.mark.parametrize(("rules", "section"), [
+    ([{"second": 3}], {}),                                          # admit()'s own path
+    ([{"second": 3, "minute": 5}], {}),                             # several windows
+    ([{"name": "a", "second": 3}, {"name": "b", "by": "consumer", "minute": 4}], {}),
+    ([{"second": 3}], {"dry_run": True}),
+    ([{"second": 3}], {"headers_on_allowed": True}),                # the numbers are wanted
+])
+def test_admit_answers_as_check_does(rules: list[dict[str, object]],
+                                     section: dict[str, object]) -> None:
+    """`admit()` is the data plane's `check()`: None where check allows and no header wants
+    the numbers, the same Decision otherwise; the twins' buckets stay in step."""
+    rng = random.Random(11)
+    clock = FakeClock()
+    admitting, checking = limiter(rules, clock, **section), limiter(rules, clock, **section)
+    quiet = not section.get("headers_on_allowed")
+    seen = set()
+    for _ in range(400):
+        consumer = rng.choice([None, "alice", "bob"])
+        got = admitting.admit(IP, consumer)
+        want = checking.check(IP, consumer)
+        assert got == (None if quiet and not want.limited else want)
+        seen.add(want.limited)
+        clock.advance(rng.choice([0.0, 0.0, 0.1, 0.25, 0.7]))
+    assert seen == {True, False}
