@@ -36,6 +36,7 @@ HOT_MODULES = [
     "sidecar/transport/listener.py",
     "sidecar/transport/pool.py",
     "sidecar/transport/responses.py",
+    "sidecar/transport/tick.py",
     "sidecar/transport/tries.py",
     "sidecar/transport/tunnel.py",
     "sidecar/transport/upstream.py",

@@ -76,9 +76,9 @@ def run(n: int) -> float:
         t0 = time.process_time()
         for _ in range(n):
             ds.data_received(REQUEST)
-            pool.send_queued()  # what the end of the loop's tick does
+            pool.writes.send()  # what the end of the loop's tick does
             up.data_received(RESPONSE)
-            listener.send_queued()
+            listener.writes.send()
         return (time.process_time() - t0) / n * 1e6
     finally:
         loop.close()

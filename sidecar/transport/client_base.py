@@ -44,7 +44,7 @@ class ClientConnectionBase:
     def flush(self) -> None:
         raise NotImplementedError
 
-    def send_wbuf(self) -> None:
+    def send_queued(self) -> None:
         raise NotImplementedError
 
     def abort(self) -> None:

@@ -371,14 +371,12 @@ class DownstreamConnection(Responding):
 
     # I/O helpers -----------------------------------------------------------------
     def flush(self) -> None:
-        """Send `wbuf` at the end of this loop tick, with every other client's bytes (the
-        upstream side does the same, see UpstreamConnection.write: a write that wakes an
-        idle peer is the dearest part of a hop, and a batch wakes it once)."""
+        """Send `wbuf` at the end of this loop tick (see tick.py)."""
         if self.wbuf and not self.write_queued and not self.closed:
             self.write_queued = True
-            self.listener.queue_write(self)
+            self.listener.writes.add(self)
 
-    def send_wbuf(self) -> None:
+    def send_queued(self) -> None:
         """Send `wbuf` now: the end of the tick, or a close that must not lose it."""
         self.write_queued = False
         wbuf = self.wbuf
@@ -388,7 +386,7 @@ class DownstreamConnection(Responding):
             self.transport.write(data)  # type: ignore[union-attr]
 
     def close_after_flush(self) -> None:
-        self.send_wbuf()
+        self.send_queued()
         self.wbuf.clear()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()

@@ -18,6 +18,7 @@ from ..inbound.policy import Denied
 from ..telemetry import names
 from ..telemetry.metrics import Metrics, RequestStats
 from .downstream import DownstreamConnection
+from .tick import TickWrites
 from .tls import TlsGate, TlsServerConnection
 
 log = logging.getLogger("sidecar.listener")
@@ -54,7 +55,7 @@ class Listener:
         self.accepted = 0
         self._sweeper: asyncio.Task[None] | None = None
         self._waits: set[asyncio.Task[None]] = set()
-        self._writers: list[DownstreamConnection] = []  # with bytes for this tick's end
+        self.writes = TickWrites(loop)  # client bytes for the end of this tick
 
     async def start(self, address: tuple[str, int]) -> None:
         host, port = address
@@ -88,19 +89,6 @@ class Listener:
             return TlsServerConnection(self.tls, conn)
         # A protocol by its methods: a compiled class cannot also subclass asyncio's.
         return cast(asyncio.Protocol, conn)
-
-    def queue_write(self, conn: DownstreamConnection) -> None:
-        """`conn` has bytes for its client at the end of this tick (see its flush())."""
-        writers = self._writers
-        writers.append(conn)
-        if len(writers) == 1:
-            self.loop.call_soon(self.send_queued)
-
-    def send_queued(self) -> None:
-        """The end of the tick: every client's queued bytes go out."""
-        writers, self._writers = self._writers, []
-        for conn in writers:
-            conn.send_wbuf()
 
     def admit(self, conn: DownstreamConnection) -> bool:
         if self.draining or len(self.connections) >= self.state.limits.max_connections:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, cast
 
 from ..config.model import Upstream
 from ..core.errors import ErrorCode
+from .tick import TickWrites
 from .upstream import UpstreamConnection
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class Pool:
         self.connect_errors = 0
         self.overflows = 0  # requests refused: too many waiting for a connection
         self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: list[UpstreamConnection] = []  # with bytes queued this tick
+        self.writes = TickWrites(loop)  # upstream bytes for the end of this tick
 
     def send(self, ex: Exchange) -> None:
         """Send `ex`'s request on an idle connection, a new one, or the next released."""
@@ -111,19 +112,6 @@ class Pool:
             if not ex.downstream.abandoned(ex):
                 return ex
         return None
-
-    def queue_write(self, conn: UpstreamConnection) -> None:
-        """`conn` has bytes to send at the end of this tick (see UpstreamConnection.write)."""
-        writers = self._writers
-        writers.append(conn)
-        if len(writers) == 1:
-            self.loop.call_soon(self.send_queued)
-
-    def send_queued(self) -> None:
-        """The end of the tick: every queued upstream write goes out."""
-        writers, self._writers = self._writers, []
-        for conn in writers:
-            conn.send_queued()
 
     def release(self, conn: UpstreamConnection, clean: bool) -> None:
         """`conn` finished its exchange; `clean` when the whole request was sent."""

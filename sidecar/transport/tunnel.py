@@ -60,6 +60,6 @@ class Tunnelling(ClientConnectionBase):
             self.flush()
 
     def tunnel_closed(self) -> None:
-        self.send_wbuf()
+        self.send_queued()
         if self.transport is not None:
             self.transport.close()
