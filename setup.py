@@ -19,13 +19,24 @@ from setuptools import setup
 
 # One compilation group: calls among these are native. A module belongs here when it runs
 # per request (or per connection) and mypyc accepts it; everything else stays Python.
+# The inbound policy chain is here too: compiled, it costs ~1.7 µs instead of ~3.0.
 HOT_MODULES = [
+    "sidecar/auth/cache.py",
+    "sidecar/auth/claims.py",
+    "sidecar/auth/guard.py",
+    "sidecar/auth/rbac.py",
+    "sidecar/auth/token.py",
     "sidecar/core/exchange.py",
     "sidecar/core/request_id.py",
+    "sidecar/inbound/policy.py",
+    "sidecar/policy/limits.py",
     "sidecar/protocol/events.py",
     "sidecar/protocol/forwarding.py",
     "sidecar/protocol/h1.py",
-    "sidecar/policy/limits.py",
+    "sidecar/ratelimit/bucket.py",
+    "sidecar/ratelimit/decision.py",
+    "sidecar/ratelimit/headers.py",
+    "sidecar/ratelimit/limiter.py",
     "sidecar/routing/cluster.py",
     "sidecar/routing/router.py",
     "sidecar/telemetry/metrics.py",

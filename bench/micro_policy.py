@@ -42,8 +42,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 if __package__ in (None, ""):
-    # Run as a script: make the `bench` package importable from the repository root.
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    # Run as a script: make the `bench` package importable from the repository root;
+    # appended, so that a build on PYTHONPATH (PYTHONPATH=build/compiled) is what runs.
+    sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from bench.features import AUDIENCE, ISSUER, MICRO_ONLY, ROLE, Context, Setup, _policy
 from sidecar.app import Sidecar, _rate_limits
