@@ -7,8 +7,9 @@ calls on another.
     (shared state)         (tunnel.py)  (failures.py) (responses.py) (downstream.py)
 
 Single inheritance, not mixins, because the hot path is compiled with mypyc (see
-setup.py) and a compiled class has one base. The operations below are defined by
-`DownstreamConnection`; declaring them here lets every part call them, type-checked.
+setup.py) and a compiled class has one base. Here: the shared state, the writing and
+reading every part does, and the two steps of an exchange that `DownstreamConnection`
+defines (declared so that every part can call them, type-checked).
 """
 
 from __future__ import annotations
@@ -40,24 +41,46 @@ class ClientConnectionBase:
     closed: bool
     tunnel: UpstreamConnection | None  # after a 101: the upstream joined to this client
     tunnel_buf: list[bytes] | None  # client bytes sent after an Upgrade, before the 101
+    write_queued: bool  # in the listener's writes for the end of this tick
+    blocked: int  # reasons reading is paused, one bit each
 
+    # writing and reading: what every part calls ------------------------------------
     def flush(self) -> None:
-        raise NotImplementedError
+        """Send `wbuf` at the end of this loop tick (see tick.py)."""
+        if self.wbuf and not self.write_queued and not self.closed:
+            self.write_queued = True
+            self.listener.writes.add(self)
 
     def send_queued(self) -> None:
-        raise NotImplementedError
-
-    def abort(self) -> None:
-        raise NotImplementedError
+        """Send `wbuf` now: the end of the tick, or a close that must not lose it."""
+        self.write_queued = False
+        wbuf = self.wbuf
+        if wbuf and not self.closed:
+            data = wbuf[0] if len(wbuf) == 1 else b"".join(wbuf)
+            wbuf.clear()
+            self.transport.write(data)  # type: ignore[union-attr]
 
     def close_after_flush(self) -> None:
-        raise NotImplementedError
+        self.send_queued()
+        self.wbuf.clear()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.wbuf.clear()
+        if self.transport is not None:
+            self.transport.abort()
 
     def block_reading(self, reason: int) -> None:
-        raise NotImplementedError
+        if not self.blocked and self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+        self.blocked |= reason
 
     def unblock_reading(self, reason: int) -> None:
-        raise NotImplementedError
+        if self.blocked & reason:
+            self.blocked &= ~reason
+            if not self.blocked and self.transport is not None and not self.closed:
+                self.transport.resume_reading()
 
     def forward(self, ex: Exchange) -> None:
         raise NotImplementedError

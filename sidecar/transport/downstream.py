@@ -369,44 +369,6 @@ class DownstreamConnection(Responding):
         if len(backlog) <= self.listener.state.limits.max_pipelined:
             self.unblock_reading(BACKLOG_FULL)
 
-    # I/O helpers -----------------------------------------------------------------
-    def flush(self) -> None:
-        """Send `wbuf` at the end of this loop tick (see tick.py)."""
-        if self.wbuf and not self.write_queued and not self.closed:
-            self.write_queued = True
-            self.listener.writes.add(self)
-
-    def send_queued(self) -> None:
-        """Send `wbuf` now: the end of the tick, or a close that must not lose it."""
-        self.write_queued = False
-        wbuf = self.wbuf
-        if wbuf and not self.closed:
-            data = wbuf[0] if len(wbuf) == 1 else b"".join(wbuf)
-            wbuf.clear()
-            self.transport.write(data)  # type: ignore[union-attr]
-
-    def close_after_flush(self) -> None:
-        self.send_queued()
-        self.wbuf.clear()
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-
-    def abort(self) -> None:
-        self.wbuf.clear()
-        if self.transport is not None:
-            self.transport.abort()
-
-    def block_reading(self, reason: int) -> None:
-        if not self.blocked and self.transport is not None and not self.closed:
-            self.transport.pause_reading()
-        self.blocked |= reason
-
-    def unblock_reading(self, reason: int) -> None:
-        if self.blocked & reason:
-            self.blocked &= ~reason
-            if not self.blocked and self.transport is not None and not self.closed:
-                self.transport.resume_reading()
-
     def drain(self) -> None:
         """Stop after the exchange in flight; an idle connection closes now."""
         if self.exchange is None and not self.backlog and self.tunnel is None:
