@@ -4,9 +4,6 @@ kept with a verified token, and `RouteGuard.admit` doing find, verify and forwar
 
 from __future__ import annotations
 
-from typing import Any
-
-import jwt
 import pytest
 from auth_helpers import NOW, provider, rsa_key, sign, verifier
 
@@ -41,18 +38,6 @@ def bearer(token: str) -> tuple[bytes, bytes]:
 
 def claim_headers(headers: Headers) -> Headers:
     return [h for h in headers if h[0].startswith(b"x-auth-")]
-
-
-@pytest.fixture
-def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    calls: list[str] = []
-    real = jwt.decode
-
-    def counting(token: str, *args: Any, **kw: Any) -> Any:
-        calls.append(token)
-        return real(token, *args, **kw)
-    monkeypatch.setattr("sidecar.auth.verifier.jwt.decode", counting)
-    return calls
 
 
 # -- the header token -----------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import jwt
 import pytest
 from auth_helpers import (
     AUDIENCE,
@@ -186,18 +185,6 @@ def test_error_challenges() -> None:
 
 
 # -- the verified-token cache --------------------------------------------------------------
-
-@pytest.fixture
-def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    calls: list[str] = []
-    real = jwt.decode
-
-    def counting(token: str, *args: Any, **kw: Any) -> Any:
-        calls.append(token)
-        return real(token, *args, **kw)
-    monkeypatch.setattr("sidecar.auth.verifier.jwt.decode", counting)
-    return calls
-
 
 def test_a_verified_token_is_not_verified_again_until_it_expires(decodes: list[str]) -> None:
     clock = FakeClock(NOW)
