@@ -40,6 +40,8 @@ HOT_MODULES = [
     "sidecar/routing/cluster.py",
     "sidecar/routing/router.py",
     "sidecar/telemetry/metrics.py",
+    "sidecar/telemetry/propagation.py",
+    "sidecar/telemetry/tracing.py",
     "sidecar/transport/client_base.py",
     "sidecar/transport/downstream.py",
     "sidecar/transport/failures.py",

@@ -52,7 +52,7 @@ from ..protocol.events import Headers
 from . import names
 from .config import TracingConfig
 from .otlp import AttributeValue, Exporter, HttpExporter, SpanKind, TraceEncoder, env_pairs
-from .propagation import Unsampled, b3, extract, traceparent
+from .propagation import HexIds, Unsampled, b3, extract, traceparent
 
 __all__ = ["ClientSpan", "Outbound", "ServerSpan", "Tracer", "TracingConfig", "Unsampled"]
 
@@ -171,6 +171,10 @@ class Tracer:
         self.config = config
         self._rng = rng or random.Random()
         self._bound = round(config.sample_ratio * (1 << 64))
+        # The same bound as 16 hex digits, compared with a new trace id's low 16: for
+        # fixed-width lower-case hex, byte order is numeric order ("g" is above them all).
+        self._bound_hex = b"%016x" % self._bound if self._bound < 1 << 64 else b"g"
+        self._ids = HexIds(os.urandom if rng is None else rng.randbytes)
         encoder = TraceEncoder(_resource_attributes(config, env), "sidecar", __version__)
         self._queue = _SpanQueue(
             exporter or HttpExporter(config.endpoint, config.export_timeout_s, env),
@@ -183,10 +187,10 @@ class Tracer:
         the caller knows the headers carry no trace context (the codec saw none)."""
         ctx = extract(headers, ids_if_unsampled=False) if context else None
         if ctx is None:
-            trace_id = self._rng.getrandbits(128) or 1
-            if trace_id & _MASK64 >= self._bound:
-                return Unsampled(trace_id, self._rng)
-            return trace_id, 0, b"", False
+            ids = self._ids.take()
+            if ids[16:32] >= self._bound_hex:
+                return Unsampled(ids)
+            return int(ids[:32], 16), 0, b"", False
         if ctx.sampled is False:
             return None
         if not ctx.trace_id:  # a B3 "sample this" without ids: a new trace
@@ -318,9 +322,9 @@ class _SpanQueue:
         self._export_lock = threading.Lock()
         self._stopping = False
         self.exported = self.failed = self.dropped_full = self.dropped_shutdown = 0
-        self._thread = threading.Thread(target=self._run, name="sidecar-span-export",
+        self._export_thread = threading.Thread(target=self._run, name="sidecar-span-export",
                                         daemon=True)
-        self._thread.start()
+        self._export_thread.start()
 
     def offer(self, span: _Span) -> None:
         spans = self._spans
@@ -368,7 +372,7 @@ class _SpanQueue:
         deadline = time.monotonic() + timeout_s
         self._stopping = True
         self._wake.set()
-        self._thread.join(timeout_s)
+        self._export_thread.join(timeout_s)
         self._drain(deadline)
         self.dropped_shutdown += len(self._spans)
         self._spans.clear()

@@ -201,8 +201,9 @@ class DownstreamConnection(Responding):
         retry = entry.retry
         self.deadline = ex.deadline_at if retry is None or retry.per_try_timeout_s is None \
             else min(ex.deadline_at, now + retry.per_try_timeout_s)
-        if state.tracer is not None:
-            hop_telemetry.start(self, ex, state)
+        tracer = state.tracer
+        if tracer is not None:
+            hop_telemetry.start(self, ex, state, tracer)
         policy = entry.policy
         if policy is not None:
             verdict = policy.check(ex, self.peer, self.client_ip_str)

@@ -12,25 +12,28 @@ from ..telemetry.propagation import Unsampled
 
 if TYPE_CHECKING:
     from ..core.exchange import Exchange
+    from ..telemetry.tracing import Outbound, ServerSpan, Tracer
     from .downstream import DownstreamConnection
     from .listener import ListenerState
 
 __all__ = ["report", "start"]
 
 
-def start(conn: DownstreamConnection, ex: Exchange, state: ListenerState) -> None:
+def start(conn: DownstreamConnection, ex: Exchange, state: ListenerState,
+          tracer: Tracer) -> None:
     """At the request head: this hop's span (inbound) or the request's trace (outbound).
     A trace that is not sampled here only passes its context on: no span object is kept,
     so the exchange's end has nothing to report for it (most requests, at low ratios)."""
     head = ex.head
+    span: ServerSpan | Outbound | Unsampled | None
     if state.direction == "inbound":
-        span = state.tracer.start_server(
+        span = tracer.start_server(
             head.headers, head.method, head.target, authority=head.authority,
             scheme="https" if conn.proto else "http",
             peer=(conn.client_ip_str, conn.client_port), route=ex.route.name,
             request_id=ex.request_id, context=head.trace_context)
     else:
-        span = state.tracer.start_outbound(
+        span = tracer.start_outbound(
             head.headers, head.method, head.target, authority=head.authority,
             cluster=ex.route.cluster.name, request_id=ex.request_id,
             context=head.trace_context)

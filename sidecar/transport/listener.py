@@ -15,8 +15,10 @@ from typing import Any, cast
 from ..config.model import Limits
 from ..core.errors import ErrorCode
 from ..inbound.policy import Denied
+from ..routing.router import Router
 from ..telemetry import names
 from ..telemetry.metrics import Metrics, RequestStats
+from ..telemetry.tracing import Tracer
 from .downstream import DownstreamConnection
 from .tick import TickWrites
 from .tls import TlsGate, TlsServerConnection
@@ -34,9 +36,9 @@ class ListenerState:
     service: str  # the local service (names errors made before routing)
     proto: bytes  # X-Forwarded-Proto for requests arriving here
     limits: Limits
-    router: Any  # routing.Router
+    router: Router
     stats: RequestStats  # requests answered before a route was found
-    tracer: Any = None  # telemetry.tracing.Tracer, when tracing is on
+    tracer: Tracer | None = None  # when tracing is on
     access_log: Any = None  # telemetry.access_log.AccessLog, when on
 
 
