@@ -92,6 +92,8 @@ class RequestReader:
         self._pending = 0  # bytes fed while a head was incomplete, before this feed
         self._fed = 0  # length of the current feed
         self.failed = False
+        self._host = b""  # the last Host header found valid, and its authority
+        self._authority = b""
 
     @property
     def in_head(self) -> bool:
@@ -151,17 +153,19 @@ class RequestReader:
                                     f"request head larger than {self._max} bytes")
         self._pending = 0
         p = self._parser
-        head = RequestHead(p.get_method(), url, p.get_http_version(), headers,
-                           p.should_keep_alive())
+        keep_alive = p.should_keep_alive()
+        head = RequestHead(p.get_method(), url, "1.1", headers, keep_alive)
         hosts = 0
         for k, v in headers:
             if k not in _REQUEST_FRAMING:
                 continue
             if k == b"host":
                 hosts += 1
-                if _AUTHORITY.fullmatch(v) is None:
-                    raise ProtocolError(ErrorCode.BAD_REQUEST, "invalid Host header")
-                head.authority = v.lower()
+                if v != self._host:  # a connection's requests mostly name one host
+                    if _AUTHORITY.fullmatch(v) is None:
+                        raise ProtocolError(ErrorCode.BAD_REQUEST, "invalid Host header")
+                    self._host, self._authority = v, v.lower()
+                head.authority = self._authority
             elif k == b"content-length":
                 head.content_length = int(v)  # llhttp has checked it is one decimal number
             elif k == b"transfer-encoding":
@@ -179,6 +183,11 @@ class RequestReader:
                 head.grpc_timeout = v
             elif k in PROPAGATION_HEADERS:
                 head.trace_context = True
+        if not keep_alive or head.connection is not None:
+            # Only then can it be other than 1.1: llhttp keeps an HTTP/1.0 connection
+            # alive only when asked to by a Connection header. (The version's string is
+            # formatted per call, which cost 2% of a hop's CPU when asked every time.)
+            head.version = p.get_http_version()
         if hosts > 1:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "more than one Host header")
         if url[:1] != b"/":

@@ -159,3 +159,31 @@ def test_garbage_and_unsolicited_responses_are_upstream_protocol_errors() -> Non
                                        (b'q"', False), (b"", False)])
 def test_request_id_validity(value: bytes, ok: bool) -> None:
     assert valid_request_id(value) is ok
+
+
+def test_the_version_is_known_whether_or_not_llhttp_was_asked_for_it() -> None:
+    """The version is read from llhttp only when it can be other than 1.1 (not kept
+    alive, or a Connection header): every case still comes out right."""
+    cases = {
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n": ("1.1", True),
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n": ("1.1", False),
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n": ("1.1", True),
+        b"GET / HTTP/1.0\r\n\r\n": ("1.0", False),
+        b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n": ("1.0", True),
+    }
+    for raw, expected in cases.items():
+        head = requests(raw).first("head")
+        assert isinstance(head, RequestHead)
+        assert (head.version, head.keep_alive) == expected, raw
+    # HTTP/1.1 needs a Host; HTTP/1.0 does not.
+    assert requests(b"GET / HTTP/1.1\r\n\r\n").kinds() == ["error"]
+
+
+def test_each_host_header_is_checked_even_after_a_valid_one() -> None:
+    rec = requests(b"GET / HTTP/1.1\r\nHost: Svc:80\r\n\r\n"
+                   b"GET / HTTP/1.1\r\nHost: Svc:80\r\n\r\n"
+                   b"GET / HTTP/1.1\r\nHost: other\r\n\r\n"
+                   b"GET / HTTP/1.1\r\nHost: bad host\r\n\r\n")
+    heads = [e[1] for e in rec.events if e[0] == "head"]
+    assert [h.authority for h in heads] == [b"svc:80", b"svc:80", b"other"]
+    assert rec.kinds()[-1] == "error"
