@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..protocol.events import RequestHead
+from ..telemetry.metrics import RequestStats
 
 
 class Exchange:
@@ -58,7 +59,7 @@ class Exchange:
         # latency from then, not counting a connect (a new endpoint's first request would
         # otherwise look slow, and least-request would shun it for tens of seconds).
         self.sent_at = 0.0
-        self.stats: Any = None  # where the outcome is counted
+        self.stats: RequestStats | None = None  # where the outcome is counted
         self.upstream: Any = None  # the upstream connection, once attached
         self.forwarded = b""  # the head as sent upstream
         self.pending: list[bytes] | None = None  # body bytes waiting for the upstream
@@ -86,8 +87,9 @@ class Exchange:
 
     def settle(self, elapsed: float, ok: bool) -> None:
         """Report how it went, once: to the counters, the balancer and the breaker."""
-        self.stats.observe(self.status, elapsed, self.head.method, self.bytes_in,
-                           self.bytes_out)
+        stats = self.stats
+        if stats is not None:
+            stats.observe(self.status, elapsed, self.head.method, self.bytes_in, self.bytes_out)
         if self.pick is not None:
             sent_at = self.sent_at
             self.pick.done(elapsed - (sent_at - self.start) if sent_at else elapsed, ok)

@@ -14,6 +14,7 @@ from typing import Any
 from ..policy.backoff import Backoff
 from ..policy.retry import RetryPolicy
 from ..protocol.events import RequestHead
+from ..telemetry.metrics import RequestStats
 from .cluster import Cluster
 
 
@@ -45,7 +46,7 @@ class RouteEntry:
         "timeout",
     )
 
-    def __init__(self, name: str, cluster: Cluster, stats: Any, timeout: float,
+    def __init__(self, name: str, cluster: Cluster, stats: RequestStats, timeout: float,
                  host: str | None = None, prefix: str = "/",
                  host_rewrite: str | None = None, policy: Any = None,
                  retry: RetryPolicy | None = None,

@@ -15,6 +15,9 @@ from sidecar.discovery import EndpointSet
 from sidecar.protocol.events import RequestHead
 from sidecar.routing.cluster import Cluster
 from sidecar.routing.router import RouteEntry, Router, host_of
+from sidecar.telemetry.metrics import RequestStats
+
+STATS = RequestStats("outbound", "test")
 
 
 @dataclass
@@ -66,9 +69,9 @@ def cluster(name: str, *ports: int) -> Cluster:
 def test_first_matching_route_wins_then_the_implicit_service_route() -> None:
     api, other, implicit = cluster("api", 1), cluster("other", 2), cluster("portfolio", 3)
     router = Router(
-        [RouteEntry("v1", api, None, 1.0, host="gw", prefix="/v1"),
-         RouteEntry("any", other, None, 1.0, host="gw")],
-        implicit=lambda host: RouteEntry(host, implicit, None, 1.0) if host == "portfolio" else None)
+        [RouteEntry("v1", api, STATS, 1.0, host="gw", prefix="/v1"),
+         RouteEntry("any", other, STATS, 1.0, host="gw")],
+        implicit=lambda host: RouteEntry(host, implicit, STATS, 1.0) if host == "portfolio" else None)
     assert router.route(head(b"gw", b"/v1/users")).name == "v1"  # type: ignore[union-attr]
     assert router.route(head(b"gw:80", b"/v2")).name == "any"  # type: ignore[union-attr]
     assert router.route(head(b"portfolio:15001")).cluster is implicit  # type: ignore[union-attr]
@@ -77,7 +80,7 @@ def test_first_matching_route_wins_then_the_implicit_service_route() -> None:
 
 def test_implicit_route_waits_until_discovery_knows_the_service() -> None:
     c = Cluster("late", Upstream(), LOOP)
-    router = Router([], implicit=lambda host: RouteEntry(host, c, None, 1.0))
+    router = Router([], implicit=lambda host: RouteEntry(host, c, STATS, 1.0))
     assert router.route(head(b"late")) is None
     c.update(EndpointSet("late", (Endpoint("127.0.0.1", 9),), known=True))
     assert router.route(head(b"late")).cluster is c  # type: ignore[union-attr]
@@ -95,7 +98,7 @@ def test_cluster_update_keeps_pools_of_endpoints_that_stay() -> None:
 def test_a_service_discovery_has_not_answered_for_yet_is_routed_to_wait() -> None:
     c = Cluster("pending", Upstream(), LOOP)
     c.update(EndpointSet("pending", settled=False))
-    router = Router([], implicit=lambda host: RouteEntry(host, c, None, 1.0))
+    router = Router([], implicit=lambda host: RouteEntry(host, c, STATS, 1.0))
     entry = router.route(head(b"pending"))
     assert entry is not None and not entry.cluster.settled
     woken: list[str] = []
