@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import itertools
 import os
+from typing import Final
 
-_PREFIX = os.urandom(8).hex().encode()
-_COUNTER = itertools.count(1)
+_PREFIX: Final = os.urandom(8).hex().encode() + b"-"
+_COUNTER: Final = itertools.count(1)
 
 
 def new_request_id() -> bytes:
-    return b"%b-%08x" % (_PREFIX, next(_COUNTER))
+    # A decimal counter: bytes %-formatting was 1% of the live sidecar's CPU.
+    return _PREFIX + str(next(_COUNTER)).encode()

@@ -8,23 +8,25 @@ as one bytes object, ready for a single write.
 
 from __future__ import annotations
 
+from typing import Final
+
 from ..telemetry.propagation import PROPAGATION_HEADERS
 from .events import Headers, RequestHead, ResponseHead
 
 __all__ = ["body_allowed", "request_head", "response_head", "simple_response"]
 
-HOP_BY_HOP = frozenset((
+HOP_BY_HOP: Final = frozenset((
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
     b"transfer-encoding", b"upgrade", b"proxy-authorization", b"proxy-authenticate",
 ))
-VIA = b"1.1 sidecar"
+VIA: Final = b"1.1 sidecar"
 
 
 # Connection options that name no field; and fields that `Connection` may never remove,
 # since the message's framing and target depend on them (a request smuggling vector).
-_CONNECTION_OPTIONS = frozenset((b"close", b"keep-alive", b"upgrade", b""))
-_NEVER_DROPPED = frozenset((b"content-length", b"host"))
-_REASONS = {100: b"Continue", 101: b"Switching Protocols", 103: b"Early Hints", 200: b"OK",
+_CONNECTION_OPTIONS: Final = frozenset((b"close", b"keep-alive", b"upgrade", b""))
+_NEVER_DROPPED: Final = frozenset((b"content-length", b"host"))
+_REASONS: Final = {100: b"Continue", 101: b"Switching Protocols", 103: b"Early Hints", 200: b"OK",
             201: b"Created", 202: b"Accepted", 204: b"No Content", 206: b"Partial Content",
             301: b"Moved Permanently", 302: b"Found", 303: b"See Other", 304: b"Not Modified",
             307: b"Temporary Redirect", 308: b"Permanent Redirect", 400: b"Bad Request",
@@ -36,8 +38,9 @@ _REASONS = {100: b"Continue", 101: b"Switching Protocols", 103: b"Early Hints", 
             501: b"Not Implemented", 502: b"Bad Gateway", 503: b"Service Unavailable",
             504: b"Gateway Timeout"}
 # Status lines made once: `HTTP/1.1 200 OK\r\n`.
-_STATUS_LINES = {code: b"HTTP/1.1 %d %b\r\n" % (code, reason) for code, reason in _REASONS.items()}
-_SEP, _CRLF = b": ", b"\r\n"
+_STATUS_LINES: Final = {code: b"HTTP/1.1 %d %b\r\n" % (code, reason) for code, reason in _REASONS.items()}
+_SEP: Final = b": "
+_CRLF: Final = b"\r\n"
 
 
 def reason(status: int) -> bytes:
@@ -113,8 +116,8 @@ def request_head(head: RequestHead, *, client_ip: bytes, proto: bytes, request_i
     return b"".join(out)
 
 
-_DEADLINE_HEADERS = frozenset((b"x-request-timeout", b"grpc-timeout"))
-_SPECIAL_REQUEST = HOP_BY_HOP | PROPAGATION_HEADERS | _DEADLINE_HEADERS | {
+_DEADLINE_HEADERS: Final = frozenset((b"x-request-timeout", b"grpc-timeout"))
+_SPECIAL_REQUEST: Final = HOP_BY_HOP | PROPAGATION_HEADERS | _DEADLINE_HEADERS | {
     b"host", b"x-forwarded-for", b"x-request-id", b"x-forwarded-proto", b"x-forwarded-host",
     b"x-forwarded-client-cert"}
 

@@ -17,7 +17,7 @@ event lists and their objects was a third of the proxy's own CPU per request.
 from __future__ import annotations
 
 import re
-from typing import Protocol
+from typing import Final, Protocol
 
 import httptools
 
@@ -28,8 +28,8 @@ from .events import Headers, RequestHead, ResponseHead
 __all__ = ["LAST_CHUNK", "ProtocolError", "RequestReader", "RequestSink", "ResponseReader",
            "ResponseSink", "encode_chunk"]
 
-LAST_CHUNK = b"0\r\n\r\n"
-_MAX_REQUEST_ID = 200
+LAST_CHUNK: Final = b"0\r\n\r\n"
+_MAX_REQUEST_ID: Final = 200
 
 
 class ProtocolError(Exception):
@@ -48,7 +48,7 @@ def encode_chunk(data: bytes) -> bytes:
 
 
 # Printable ASCII, no space or quote, bounded: it is echoed in headers, logs and JSON.
-_REQUEST_ID = re.compile(rb"[\x21\x23-\x7e]{1,%d}" % _MAX_REQUEST_ID)
+_REQUEST_ID: Final = re.compile(rb"[\x21\x23-\x7e]{1,%d}" % _MAX_REQUEST_ID)
 
 
 def valid_request_id(value: bytes) -> bool:
@@ -209,8 +209,8 @@ class RequestReader:
 
 
 # RFC 3986 authority without userinfo: reg-name or IPv4, or an IP literal, then a port.
-_AUTHORITY = re.compile(rb"(?:[A-Za-z0-9._~!$&'()*+,;=%-]*|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
-_REQUEST_FRAMING = frozenset((b"host", b"content-length", b"transfer-encoding", b"x-request-id",
+_AUTHORITY: Final = re.compile(rb"(?:[A-Za-z0-9._~!$&'()*+,;=%-]*|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
+_REQUEST_FRAMING: Final = frozenset((b"host", b"content-length", b"transfer-encoding", b"x-request-id",
                               b"connection", b"upgrade", b"x-request-timeout", b"grpc-timeout",
                               *PROPAGATION_HEADERS))
 
@@ -238,14 +238,19 @@ def _absolute_form(head: RequestHead, target: bytes) -> None:
 
 
 # The response fields the proxy must act on; all others pass through untouched.
-_RESPONSE_SPECIAL = re.compile(
-    rb"\r\n(content-length|transfer-encoding|connection|keep-alive|proxy-connection|te|trailer"
-    rb"|upgrade|proxy-authenticate|proxy-authorization|x-request-id)[ \t]*:[ \t]*([^\r\n]*)",
-    re.IGNORECASE)
-MAX_RESPONSE_HEAD = 256 * 1024
+_RESPONSE_SPECIAL: Final = frozenset((
+    b"content-length", b"transfer-encoding", b"connection", b"keep-alive",
+    b"proxy-connection", b"te", b"trailer", b"upgrade", b"proxy-authenticate",
+    b"proxy-authorization", b"x-request-id"))
+# Per byte: can a field name starting with it be one of those? Most lines are skipped
+# on their first byte (Server, Date, Cache-Control...), before any slicing or hashing.
+_SPECIAL_FIRST: Final = bytes(
+    1 if bytes((c,)).lower() in {n[:1] for n in _RESPONSE_SPECIAL} else 0 for c in range(256))
+MAX_RESPONSE_HEAD: Final = 256 * 1024
 # The usual spellings, so that the common case needs no lower() per field.
-_CANONICAL = {n: n.lower() for n in (b"Content-Length", b"Connection", b"Transfer-Encoding",
-                                     b"Keep-Alive", b"X-Request-Id", b"X-Request-ID")}
+_CANONICAL: Final = {n: n.lower() for n in (b"Content-Length", b"Connection",
+                                            b"Transfer-Encoding", b"Keep-Alive",
+                                            b"X-Request-Id", b"X-Request-ID")}
 _CANONICAL.update({v: v for v in list(_CANONICAL.values())})
 
 
@@ -336,9 +341,22 @@ class ResponseReader:
         status = p.get_status_code()
         head = ResponseHead(status, p.should_keep_alive(), raw)
         cuts = None
-        for m in _RESPONSE_SPECIAL.finditer(raw):
-            name, value = m.groups()
-            name = _CANONICAL.get(name) or name.lower()
+        # One walk over the lines (llhttp has validated them): a regex finding the same
+        # fields cost half again as much, and was 5% of the live sidecar's CPU.
+        lines = raw.split(b"\r\n")
+        at = len(lines[0])  # where the "\r\n" before line i begins
+        first = _SPECIAL_FIRST
+        for i in range(1, len(lines) - 2):  # the status line, then fields, then "", ""
+            line = lines[i]
+            start = at
+            at += 2 + len(line)
+            if not line or not first[line[0]]:
+                continue
+            name, _, value = line.partition(b":")
+            name = _CANONICAL.get(name) or name.rstrip(b" \t").lower()
+            if name not in _RESPONSE_SPECIAL:
+                continue
+            value = value.lstrip(b" \t")
             if name == b"content-length":
                 head.content_length = int(value)  # llhttp has checked it
                 continue
@@ -351,7 +369,7 @@ class ResponseReader:
                 head.connection = _join_tokens(head.connection, value)
             if cuts is None:
                 cuts = []
-            cuts.append(m.span())
+            cuts.append((start, at))  # "\r\n" and the line: what a regex match spanned
         head.cuts = cuts
         if head.chunked:
             head.content_length = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
@@ -21,12 +21,12 @@ from prometheus_client.core import (
 
 from . import names
 
-_BOUNDS = names.DURATION_BUCKETS
+_BOUNDS: Final = names.DURATION_BUCKETS
 
 
 # A request method as a label: the standard ones, and `other` for whatever else a client
 # invents (labels stay bounded).
-_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
+_METHODS: Final = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
                                      "OPTIONS", "CONNECT", "TRACE")}
 
 

@@ -22,7 +22,7 @@ import os
 import re
 from binascii import hexlify
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from ..protocol.events import Headers
 
@@ -30,13 +30,13 @@ __all__ = ["NOT_SAMPLED", "PROPAGATION_HEADERS", "HexIds", "TraceContext", "Unsa
            "extract", "parse_b3_multi", "parse_b3_single", "parse_traceparent",
            "parse_tracestate", "trace_id_hex", "traceparent"]
 
-TRACEPARENT = b"traceparent"
-TRACESTATE = b"tracestate"
-B3 = b"b3"
+TRACEPARENT: Final = b"traceparent"
+TRACESTATE: Final = b"tracestate"
+B3: Final = b"b3"
 _B3_MULTI = (b"x-b3-traceid", b"x-b3-spanid", b"x-b3-parentspanid", b"x-b3-sampled",
              b"x-b3-flags")
 # Every header that carries trace context: a hop that injects its own drops these.
-PROPAGATION_HEADERS = frozenset((TRACEPARENT, TRACESTATE, B3, *_B3_MULTI))
+PROPAGATION_HEADERS: Final = frozenset((TRACEPARENT, TRACESTATE, B3, *_B3_MULTI))
 
 
 class TraceContext(NamedTuple):
@@ -50,16 +50,16 @@ class TraceContext(NamedTuple):
 
 
 # "Not sampled", without ids (as from `b3: 0`).
-NOT_SAMPLED = TraceContext(0, 0, False)
+NOT_SAMPLED: Final = TraceContext(0, 0, False)
 
 # version-traceparent: 00 has exactly these four fields; a later version may append
 # "-..." fields, which a version-00 reader ignores (W3C Trace Context §3.2.4).
-_TRACEPARENT = re.compile(
+_TRACEPARENT: Final = re.compile(
     rb"[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[^ \t]*)?[ \t]*")
-_LOWER_HEX_DASH = b"0123456789abcdef-"
-_ODD_HEX = frozenset(b"13579bdf")  # flags' bit 0, "sampled", is in the last hex digit
-_ZEROS = b"0" * 32
-_ZEROS16 = _ZEROS[:16]
+_LOWER_HEX_DASH: Final = b"0123456789abcdef-"
+_ODD_HEX: Final = frozenset(b"13579bdf")  # flags' bit 0, "sampled", is in the last hex digit
+_ZEROS: Final = b"0" * 32
+_ZEROS16: Final = _ZEROS[:16]
 
 
 def parse_traceparent(value: bytes, ids_if_unsampled: bool = True) -> TraceContext | None:

@@ -10,7 +10,7 @@ another try's.
 from __future__ import annotations
 
 from time import monotonic
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from ..core.errors import ErrorCode
 from ..policy.retry import HttpStatus
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     pass
 
 # Answers that a retry policy may replace with another try's.
-_RETRY_STATUSES = frozenset((502, 503, 504))
+_RETRY_STATUSES: Final = frozenset((502, 503, 504))
 
 
 class Responding(Failures):

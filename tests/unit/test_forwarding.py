@@ -72,3 +72,22 @@ def test_response_head_from_http10_and_connection_named_fields() -> None:
     assert out[0] == b"HTTP/1.1 404 Not Found"
     assert not any(line.lower().startswith((b"x-hop", b"connection")) for line in out)
     assert b"content-length: 0" in out and b"x-request-id: r" in out
+
+
+def test_every_hop_by_hop_response_field_is_cut_in_any_spelling() -> None:
+    """The line walk that finds them must cut exactly those lines, whatever their case
+    or spacing, and leave look-alikes (`Content-Type`, `Keep-Alive-Ish`, `Tea`) alone."""
+    resp = parse_response(
+        b"HTTP/1.1 200 OK\r\nServer: s\r\nconnection:keep-alive\r\nKEEP-ALIVE: timeout=5\r\n"
+        b"Proxy-Connection:  x\r\nTE: trailers\r\nTea: green\r\nTrailer: X-T\r\n"
+        b"Upgrade: h2c\r\nProxy-Authenticate: Basic\r\nKeep-Alive-Ish: yes\r\n"
+        b"Content-Type: text/plain\r\nContent-Length: 2\r\n\r\n")
+    assert resp.content_length == 2 and resp.connection == b"keep-alive"
+    out = lines(response_head(resp, request_id=b"r", keep_alive=True, chunked=False))
+    assert out[0] == b"HTTP/1.1 200 OK"
+    assert b"Server: s" in out and b"Tea: green" in out and b"Keep-Alive-Ish: yes" in out
+    assert b"Content-Type: text/plain" in out and b"Content-Length: 2" in out
+    kept = {line.split(b":")[0].strip().lower() for line in out[1:] if line}
+    assert not kept & {b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade",
+                       b"proxy-authenticate"}
+    assert [line for line in out if line.lower().startswith(b"connection")] == []
