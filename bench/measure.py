@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,3 +181,20 @@ def core_busy(
         return 0.0, 0.0
     busy = after[cpu].busy - before[cpu].busy
     return busy / total, (after[cpu].softirq - before[cpu].softirq) / total
+
+
+def callgrind_per_call(script: Path, args: list[str], n: int) -> float:
+    """Instructions per call of what `script --loop N *args` runs N times: two runs under
+    valgrind (N and 6N), differenced, so that start-up, imports and warm-up cancel.
+    Unlike CPU time, the figure does not move with the machine's neighbours."""
+    totals = []
+    for count in (n, 6 * n):
+        done = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+             str(script), *args, "--loop", str(count)],
+            capture_output=True, text=True, check=True)
+        found = re.search(r"Collected : (\d+)", done.stderr)
+        if found is None:
+            raise BenchError(f"no instruction count from valgrind:\n{done.stderr[-800:]}")
+        totals.append(int(found.group(1)))
+    return (totals[1] - totals[0]) / (5 * n)

@@ -29,8 +29,6 @@ import asyncio
 import cProfile
 import itertools
 import pstats
-import re
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -47,6 +45,7 @@ if __package__ in (None, ""):
     sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from bench.features import AUDIENCE, ISSUER, MICRO_ONLY, ROLE, Context, Setup, _policy
+from bench.measure import callgrind_per_call
 from sidecar.app import Sidecar, _rate_limits
 from sidecar.auth.runtime import AuthRuntime
 from sidecar.config import load_data
@@ -166,21 +165,9 @@ def measure(calls: dict[str, Call], n: int, rounds: int) -> dict[str, float]:
 
 
 def callgrind(n: int, variant: str) -> None:
-    """Instructions per request of one variant: two valgrind runs, differenced."""
-    totals = []
-    for count in (n, 6 * n):
-        out = f"/tmp/micro_policy.{count}.callgrind"
-        done = subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
-             str(Path(__file__).resolve()), "--variant", variant, "--loop", str(count)],
-            capture_output=True, text=True, check=True)
-        found = re.search(r"Collected : (\d+)", done.stderr)
-        if found is None:
-            raise SystemExit(f"no instruction count from valgrind:\n{done.stderr[-800:]}")
-        totals.append(int(found.group(1)))
-        print(f"  {count} requests: {totals[-1]:,} instructions ({out})")
-    print(f"{(totals[1] - totals[0]) / (5 * n):,.0f} instructions per request, {variant} "
-          "(the loop's own cost included)")
+    """Instructions per request of one variant, under valgrind."""
+    per_call = callgrind_per_call(Path(__file__).resolve(), ["--variant", variant], n)
+    print(f"{per_call:,.0f} instructions per request, {variant} (the loop's own cost included)")
 
 
 def main() -> None:
