@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the real servers and tools that the tests and bench/ run beside the sidecar: nginx, haproxy, wrk, ab, curl, openssl, promtool, redis-server (Debian packages;
+# Installs the real servers and tools that the tests and bench/ run beside the sidecar: nginx, haproxy, wrk, ab, curl, openssl, promtool, redis-server, valgrind (Debian packages;
 # taskset comes with util-linux, which every Debian has). Idempotent: does nothing, and asks
 # apt nothing, when all are present. Quiet unless something fails. Run as root (or with sudo).
 set -euo pipefail
@@ -21,6 +21,9 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
 # Redis: the global rate-limit store (tests run a private redis-server on a loopback port).
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# valgrind: `bench/micro_proxy.py --callgrind`, instructions per request that the
+# machine's neighbours do not move.
+command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
 [ "${#missing[@]}" -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then
