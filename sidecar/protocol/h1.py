@@ -247,11 +247,20 @@ _RESPONSE_SPECIAL: Final = frozenset((
 _SPECIAL_FIRST: Final = bytes(
     1 if bytes((c,)).lower() in {n[:1] for n in _RESPONSE_SPECIAL} else 0 for c in range(256))
 MAX_RESPONSE_HEAD: Final = 256 * 1024
-# The usual spellings, so that the common case needs no lower() per field.
-_CANONICAL: Final = {n: n.lower() for n in (b"Content-Length", b"Connection",
-                                            b"Transfer-Encoding", b"Keep-Alive",
-                                            b"X-Request-Id", b"X-Request-ID")}
-_CANONICAL.update({v: v for v in list(_CANONICAL.values())})
+# The usual spellings of the fields that pass the first-byte test, so that the common
+# case needs no method call per field (a call on bytes is a generic one in compiled
+# code): special ones to their lower case, others (Content-Type...) to b"", "not ours".
+_KNOWN_FIELDS: Final = {n: n.lower() for n in (b"Content-Length", b"Connection",
+                                               b"Transfer-Encoding", b"Keep-Alive",
+                                               b"X-Request-Id", b"X-Request-ID")}
+_KNOWN_FIELDS.update({v: v for v in list(_KNOWN_FIELDS.values())})
+_KNOWN_FIELDS.update({n: b"" for name in (
+    b"Content-Type", b"Cache-Control", b"Content-Encoding", b"Content-Language",
+    b"Content-Location", b"Content-Range", b"Content-Disposition",
+    b"Content-Security-Policy", b"Cross-Origin-Resource-Policy", b"Timing-Allow-Origin",
+    b"X-Content-Type-Options", b"X-Frame-Options", b"X-Powered-By", b"X-XSS-Protection",
+    b"Permissions-Policy", b"Pragma", b"Upgrade-Insecure-Requests")
+    for n in (name, name.lower())})
 
 
 class ResponseReader:
@@ -353,10 +362,16 @@ class ResponseReader:
             if not line or not first[line[0]]:
                 continue
             name, _, value = line.partition(b":")
-            name = _CANONICAL.get(name) or name.rstrip(b" \t").lower()
-            if name not in _RESPONSE_SPECIAL:
+            known = _KNOWN_FIELDS.get(name)
+            if known is None:
+                known = name.rstrip(b" \t").lower()
+                if known not in _RESPONSE_SPECIAL:
+                    continue
+            elif not known:
                 continue
-            value = value.lstrip(b" \t")
+            name = known
+            if value and (value[0] == 32 or value[0] == 9):  # OWS after the colon
+                value = value.lstrip(b" \t")
             if name == b"content-length":
                 head.content_length = int(value)  # llhttp has checked it
                 continue
