@@ -108,7 +108,7 @@ def run(n: int, trace: float | None = None, warm: int = 0) -> float:
         pool, listener = up.pool, ds.listener
         # The loop never runs here. The batched writes ask it to call them back at the
         # end of the tick: that request goes to a deque (C-speed, like uvloop's, where
-        # asyncio's pure-Python call_soon would be a tenth of the figure) and is dropped
+        # asyncio's pure-Python call_soon would add a sixth to the figure) and is dropped
         # each round (piled up, the callbacks made every garbage collection walk more).
         ready: deque[object] = deque()
         pool.writes.loop = listener.writes.loop = SimpleNamespace(  # type: ignore[assignment]
