@@ -33,6 +33,7 @@ HOT_MODULES = [
     "sidecar/protocol/events.py",
     "sidecar/protocol/forwarding.py",
     "sidecar/protocol/h1.py",
+    "sidecar/protocol/response_fields.py",
     "sidecar/ratelimit/bucket.py",
     "sidecar/ratelimit/decision.py",
     "sidecar/ratelimit/headers.py",

@@ -24,6 +24,7 @@ import httptools
 from ..core.errors import ErrorCode
 from ..telemetry.propagation import PROPAGATION_HEADERS
 from .events import Headers, RequestHead, ResponseHead
+from .response_fields import KNOWN_FIELDS, RESPONSE_SPECIAL, SPECIAL_FIRST
 
 __all__ = ["LAST_CHUNK", "ProtocolError", "RequestReader", "RequestSink", "ResponseReader",
            "ResponseSink", "encode_chunk"]
@@ -237,30 +238,7 @@ def _absolute_form(head: RequestHead, target: bytes) -> None:
     head.headers.append((b"host", authority))
 
 
-# The response fields the proxy must act on; all others pass through untouched.
-_RESPONSE_SPECIAL: Final = frozenset((
-    b"content-length", b"transfer-encoding", b"connection", b"keep-alive",
-    b"proxy-connection", b"te", b"trailer", b"upgrade", b"proxy-authenticate",
-    b"proxy-authorization", b"x-request-id"))
-# Per byte: can a field name starting with it be one of those? Most lines are skipped
-# on their first byte (Server, Date, Cache-Control...), before any slicing or hashing.
-_SPECIAL_FIRST: Final = bytes(
-    1 if bytes((c,)).lower() in {n[:1] for n in _RESPONSE_SPECIAL} else 0 for c in range(256))
 MAX_RESPONSE_HEAD: Final = 256 * 1024
-# The usual spellings of the fields that pass the first-byte test, so that the common
-# case needs no method call per field (a call on bytes is a generic one in compiled
-# code): special ones to their lower case, others (Content-Type...) to b"", "not ours".
-_KNOWN_FIELDS: Final = {n: n.lower() for n in (b"Content-Length", b"Connection",
-                                               b"Transfer-Encoding", b"Keep-Alive",
-                                               b"X-Request-Id", b"X-Request-ID")}
-_KNOWN_FIELDS.update({v: v for v in list(_KNOWN_FIELDS.values())})
-_KNOWN_FIELDS.update({n: b"" for name in (
-    b"Content-Type", b"Cache-Control", b"Content-Encoding", b"Content-Language",
-    b"Content-Location", b"Content-Range", b"Content-Disposition",
-    b"Content-Security-Policy", b"Cross-Origin-Resource-Policy", b"Timing-Allow-Origin",
-    b"X-Content-Type-Options", b"X-Frame-Options", b"X-Powered-By", b"X-XSS-Protection",
-    b"Permissions-Policy", b"Pragma", b"Upgrade-Insecure-Requests")
-    for n in (name, name.lower())})
 
 
 class ResponseReader:
@@ -354,7 +332,7 @@ class ResponseReader:
         # fields cost half again as much, and was 5% of the live sidecar's CPU.
         lines = raw.split(b"\r\n")
         at = len(lines[0])  # where the "\r\n" before line i begins
-        first = _SPECIAL_FIRST
+        first = SPECIAL_FIRST
         for i in range(1, len(lines) - 2):  # the status line, then fields, then "", ""
             line = lines[i]
             start = at
@@ -362,10 +340,10 @@ class ResponseReader:
             if not line or not first[line[0]]:
                 continue
             name, _, value = line.partition(b":")
-            known = _KNOWN_FIELDS.get(name)
+            known = KNOWN_FIELDS.get(name)
             if known is None:
                 known = name.rstrip(b" \t").lower()
-                if known not in _RESPONSE_SPECIAL:
+                if known not in RESPONSE_SPECIAL:
                     continue
             elif not known:
                 continue
