@@ -7,7 +7,6 @@ dict, a list of bucket counts) and a custom collector renders them when scraped.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
@@ -21,7 +20,9 @@ from prometheus_client.core import (
 
 from . import names
 
-_BOUNDS: Final = names.DURATION_BUCKETS
+# A list of floats, scanned in order: compiled, reading one is an unboxing, where a tuple
+# constant would be boxed again element by element for `bisect` on every call.
+_BOUNDS: Final[list[float]] = list(names.DURATION_BUCKETS)
 
 
 # A request method as a label: the standard ones, and `other` for whatever else a client
@@ -34,14 +35,17 @@ class RequestStats:
     """Requests of one (direction, service, route): counts by method and status, a duration
     histogram, bytes in and out."""
 
-    __slots__ = ("buckets", "bytes_in", "bytes_out", "codes", "direction", "route", "service",
-                 "sum")
+    __slots__ = ("_by_method", "buckets", "bytes_in", "bytes_out", "direction", "route",
+                 "service", "sum")
 
     def __init__(self, direction: str, service: str, route: str = "") -> None:
         self.direction = direction
         self.service = service
         self.route = route
-        self.codes: dict[tuple[bytes, int], int] = {}  # (method, status) -> requests
+        # method -> status -> requests: two lookups on keys whose hashes are cheap (an int,
+        # a 3-7 byte method), where a (method, status) key was a tuple built and hashed
+        # per request.
+        self._by_method: dict[bytes, dict[int, int]] = {}
         self.buckets = [0] * (len(_BOUNDS) + 1)  # per bucket, not cumulative; last is +Inf
         self.sum = 0.0
         self.bytes_in = 0  # request bodies received
@@ -49,18 +53,30 @@ class RequestStats:
 
     def observe(self, status: int, seconds: float, method: bytes = b"GET", bytes_in: int = 0,
                 bytes_out: int = 0) -> None:
-        codes = self.codes
-        key = (method, status)
-        codes[key] = codes.get(key, 0) + 1
-        self.buckets[bisect_left(_BOUNDS, seconds)] += 1
+        by_status = self._by_method.get(method)
+        if by_status is None:
+            by_status = self._by_method[method] = {}
+        by_status[status] = by_status.get(status, 0) + 1
+        bucket = 0  # the first whose bound is >= seconds (Prometheus's `le`); else +Inf
+        for bound in _BOUNDS:
+            if seconds <= bound:
+                break
+            bucket += 1
+        self.buckets[bucket] += 1
         self.sum += seconds
         self.bytes_in += bytes_in
         self.bytes_out += bytes_out
 
+    def codes(self) -> dict[tuple[bytes, int], int]:
+        """Requests by (method, status)."""
+        return {(method, status): n for method, by_status in self._by_method.items()
+                for status, n in by_status.items()}
+
     def by_code(self) -> dict[int, int]:
         out: dict[int, int] = {}
-        for (_, code), n in self.codes.items():
-            out[code] = out.get(code, 0) + n
+        for by_status in self._by_method.values():
+            for code, n in by_status.items():
+                out[code] = out.get(code, 0) + n
         return out
 
 
@@ -154,11 +170,12 @@ class _Collector:
         sent = CounterMetricFamily(names.RESPONSE_BYTES.removesuffix("_total"),
                                    _HELP[names.RESPONSE_BYTES], labels=labels)
         for st in self.m.all_stats():
-            if not st.codes:
+            codes = st.codes()
+            if not codes:
                 continue  # never used (e.g. a Host nobody serves): no series for it
             values = [st.direction, st.service, st.route]
             methods: dict[tuple[str, int], int] = {}
-            for (raw, code), n in st.codes.items():
+            for (raw, code), n in codes.items():
                 key = (_METHODS.get(raw, "other"), code)
                 methods[key] = methods.get(key, 0) + n
             for (label, code), n in sorted(methods.items()):
@@ -206,6 +223,7 @@ class _Collector:
 
 def summary(stats: list[RequestStats]) -> dict[str, Any]:
     """The seed's /internal/v1/metrics numbers, for people (JSON) rather than Prometheus."""
-    total = sum(sum(s.codes.values()) for s in stats)
-    errors = sum(n for s in stats for (_, c), n in s.codes.items() if c >= 500)
+    by_code = [s.by_code() for s in stats]
+    total = sum(sum(codes.values()) for codes in by_code)
+    errors = sum(n for codes in by_code for c, n in codes.items() if c >= 500)
     return {"request_count": total, "error_rate": errors / total if total else 0.0}

@@ -34,6 +34,7 @@ from .failures import HEADER, IDLE, RESPONSE
 from .responses import Responding
 
 if TYPE_CHECKING:
+    from ..routing.router import RouteEntry
     from .listener import Listener
     from .upstream import UpstreamConnection
 
@@ -244,7 +245,7 @@ class DownstreamConnection(Responding):
 
     def _dispatch_to(self, ex: Exchange) -> None:
         """Balance `ex` over its route's cluster; it is sent once its bytes proved sound."""
-        entry = ex.route
+        entry: RouteEntry = ex.route  # typed: compiled code then reads its fields directly
         limits = entry.cluster.limits  # first: an overflow is no failure of the upstream's
         if not limits.acquire_request():
             self.respond_error(ex, ErrorCode.UPSTREAM_OVERFLOW,
@@ -289,9 +290,10 @@ class DownstreamConnection(Responding):
         if head.request_timeout is not None or head.grpc_timeout is not None:
             deadline = outgoing_headers(max(0.0, ex.deadline_at - monotonic()),
                                         grpc=head.grpc_timeout is not None)
+        entry: RouteEntry = ex.route
         ex.forwarded = request_head(head, client_ip=self.client_ip,
                                     proto=self.proto or self.listener.state.proto,
-                                    request_id=ex.request_id, host=ex.route.host_rewrite,
+                                    request_id=ex.request_id, host=entry.host_rewrite,
                                     xfcc=self.xfcc, trace=trace, deadline=deadline)
 
     def _send(self) -> None:

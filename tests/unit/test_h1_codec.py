@@ -115,6 +115,39 @@ def test_response_head_is_kept_raw_with_its_framing_found() -> None:
     assert head.header(b"server") == b"x"
 
 
+@pytest.mark.parametrize("line", [
+    b"Content-Length: 12", b"content-length: 12", b"Content-Length:12", b"CONTENT-LENGTH:  12",
+    b"Content-Length: 12  ", b"cOnTeNt-LeNgTh:\t12\t"])
+def test_content_length_in_any_spelling_and_spacing(line: bytes) -> None:
+    rec = responses(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n" + line
+                    + b"\r\n\r\nhello world!")
+    head = rec.first("head")
+    assert isinstance(head, ResponseHead)
+    assert head.content_length == 12 and not head.chunked
+    assert rec.first("data") == b"hello world!"
+
+
+@pytest.mark.parametrize(("lines", "connection", "chunked"), [
+    (b"Connection: keep-alive", b"keep-alive", False),
+    (b"Connection: Keep-Alive, X-Foo", b"keep-alive, x-foo", False),
+    (b"Connection:close", b"close", False),
+    (b"Connection: keep-alive\r\nconnection: x-bar", b"keep-alive,x-bar", False),
+    (b"Transfer-Encoding: chunked", None, True),
+    (b"transfer-encoding:  gzip, Chunked ", None, True),
+    (b"Content-Type: a\r\nContent-Encoding: b\r\nX-Powered-By: c", None, False)])
+def test_connection_and_transfer_encoding_found_in_any_spelling(
+        lines: bytes, connection: bytes | None, chunked: bool) -> None:
+    body = b"0\r\n\r\n" if chunked else b""
+    framing = b"" if chunked else b"\r\nContent-Length: 0"
+    rec = responses(b"HTTP/1.1 200 OK\r\n" + lines + framing + b"\r\n\r\n" + body)
+    head = rec.first("head")
+    assert isinstance(head, ResponseHead)
+    assert head.connection == connection and head.chunked is chunked
+    cut = [head.raw[a + 2:b].split(b":")[0].lower() for a, b in head.cuts or ()]
+    assert all(name in (b"connection", b"transfer-encoding") for name in cut)
+    assert len(cut) == lines.lower().count(b"connection") + lines.lower().count(b"transfer-enc")
+
+
 def test_response_head_split_across_reads() -> None:
     raw = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-A: b\r\n\r\nabc"
     rec = responses(*(raw[i:i + 3] for i in range(0, len(raw), 3)))
