@@ -1,8 +1,9 @@
-"""Request ids: a random per-process prefix and a counter.
+"""Request ids: a random per-process prefix and a counter, in hexadecimal.
 
-Unique across processes and restarts (the prefix is 64 random bits) and cheap: ids are
-made 256 at a time by C loops (one join, one encode, one split), so taking one is a
-list pop instead of a uuid4's urandom call, or an int formatted and encoded per request.
+Unique across processes and restarts (the prefix is 64 random bits) and cheap: an id is
+the current block's bytes (prefix and all but the last two digits, made once per 256
+ids) plus one of 256 ready suffixes, one concatenation, where formatting a counter
+per request cost ~1,200 instructions and a uuid4 a urandom call.
 """
 
 from __future__ import annotations
@@ -10,26 +11,26 @@ from __future__ import annotations
 import os
 from typing import Final
 
-_BLOCK: Final = 256
+_SUFFIXES: Final = [b"%02x" % i for i in range(256)]
 
 
 class RequestIds:
-    """`<prefix>-1`, `<prefix>-2`, ... in order."""
+    """`<prefix>-000`, `<prefix>-001`, ... `<prefix>-0ff`, `<prefix>-100`, ..."""
 
     def __init__(self, prefix: str) -> None:
-        self._prefix = prefix + "-"
-        self._next = 1  # the first id of the next block
-        self._ready: list[bytes] = []  # the block being used, last to be taken first
+        self._prefix = prefix.encode() + b"-"
+        self._blocks = 0  # blocks begun
+        self._block = b""  # the prefix and the counter's digits before the last two
+        self._next = 256  # the suffix of the next id; 256: a new block is due
 
     def take(self) -> bytes:
-        ready = self._ready
-        if not ready:
-            first = self._next
-            self._next = first + _BLOCK
-            sep = "\n" + self._prefix
-            block = self._prefix + sep.join(map(str, range(first + _BLOCK - 1, first - 1, -1)))
-            ready.extend(block.encode().split(b"\n"))
-        return ready.pop()
+        i = self._next
+        if i == 256:
+            self._block = self._prefix + b"%x" % self._blocks
+            self._blocks += 1
+            i = 0
+        self._next = i + 1
+        return self._block + _SUFFIXES[i]
 
 
 _IDS: Final = RequestIds(os.urandom(8).hex())

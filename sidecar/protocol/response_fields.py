@@ -54,7 +54,7 @@ def read_fields(raw: bytes, head: ResponseHead) -> None:
         line = lines[i]
         start = at
         at += 2 + len(line)
-        if not line or not first[line[0]]:
+        if len(line) == 0 or not first[line[0]]:  # len(): truth of bytes is a generic call
             continue
         name = value = b""
         usual = False
@@ -72,9 +72,9 @@ def read_fields(raw: bytes, head: ResponseHead) -> None:
                 if spelled not in RESPONSE_SPECIAL:
                     continue
             name = spelled
-        if not name:
+        if len(name) == 0:
             continue
-        if value and (value[0] == 32 or value[0] == 9):  # (more) OWS after the colon
+        if len(value) > 0 and (value[0] == 32 or value[0] == 9):  # (more) OWS after the colon
             value = value.lstrip(b" \t")
         if name == b"content-length":
             head.content_length = content_length(value)

@@ -34,6 +34,7 @@ from .failures import HEADER, IDLE, RESPONSE
 from .responses import Responding
 
 if TYPE_CHECKING:
+    from ..routing.cluster import UpstreamEndpoint
     from ..routing.router import RouteEntry
     from .listener import Listener
     from .upstream import UpstreamConnection
@@ -301,7 +302,8 @@ class DownstreamConnection(Responding):
         self.to_send = None
         if ex is self.exchange and ex is not None and ex.pending is not None \
                 and ex.upstream is None:
-            ex.endpoint.pool.send(ex)
+            endpoint: UpstreamEndpoint = ex.endpoint  # typed: a native call to its pool
+            endpoint.pool.send(ex)
 
     def _request_data(self, data: bytes) -> None:
         ex = self.exchange

@@ -6,11 +6,12 @@ from sidecar.core.request_id import RequestIds, new_request_id
 from sidecar.protocol.h1 import valid_request_id
 
 
-def test_ids_count_up_from_one_across_blocks() -> None:
+def test_ids_count_up_in_hexadecimal_across_blocks() -> None:
     ids = RequestIds("abc")
     taken = [ids.take() for _ in range(600)]
-    assert taken[:3] == [b"abc-1", b"abc-2", b"abc-3"]
-    assert taken == [b"abc-%d" % n for n in range(1, 601)]
+    assert taken[:3] == [b"abc-000", b"abc-001", b"abc-002"]
+    assert taken[255:257] == [b"abc-0ff", b"abc-100"]
+    assert [int(i[4:], 16) for i in taken] == list(range(600))
 
 
 def test_process_ids_are_unique_valid_and_share_a_random_prefix() -> None:
