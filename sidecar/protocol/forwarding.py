@@ -62,13 +62,15 @@ def _dropped(connection: bytes | None) -> frozenset[bytes]:
 
 def request_head(head: RequestHead, *, client_ip: bytes, proto: bytes, request_id: bytes,
                  host: bytes | None = None, xfcc: bytes | None = None,
-                 trace: Headers | None = None, deadline: Headers | None = None) -> bytes:
+                 trace: Headers | None = None, trace_lines: bytes = b"",
+                 deadline: Headers | None = None) -> bytes:
     """The head to send upstream, always HTTP/1.1 and keep-alive.
 
     `x-forwarded-client-cert` is only ever ours (`xfcc`: the mTLS peer, Envoy's format):
     one arriving from the client is dropped, whatever it claims. With `trace` (this hop's
-    span as the next one's parent), the received trace context is replaced by it; with
-    `deadline` (what is left of the caller's), so are the received timeout headers."""
+    span as the next one's parent) or `trace_lines` (the same, as header lines), the
+    received trace context is replaced by it; with `deadline` (what is left of the
+    caller's), so are the received timeout headers."""
     drop = HOP_BY_HOP if head.connection is None else _dropped(head.connection)
     out = [head.method, b" ", head.target, b" HTTP/1.1\r\n"]
     xff = None
@@ -77,7 +79,7 @@ def request_head(head: RequestHead, *, client_ip: bytes, proto: bytes, request_i
         if k in _SPECIAL_REQUEST:
             if k in drop or k == b"x-request-id" or k == b"x-forwarded-client-cert":
                 continue
-            if trace is not None and k in PROPAGATION_HEADERS:
+            if (trace is not None or len(trace_lines) > 0) and k in PROPAGATION_HEADERS:
                 continue
             if deadline is not None and k in _DEADLINE_HEADERS:
                 continue
@@ -105,6 +107,8 @@ def request_head(head: RequestHead, *, client_ip: bytes, proto: bytes, request_i
         if extra is not None:
             for k, v in extra:
                 out += (k, _SEP, v, _CRLF)
+    if len(trace_lines) > 0:
+        out.append(trace_lines)
     out += (b"x-request-id: ", request_id, b"\r\nvia: 1.1 sidecar\r\n")
     if head.chunked:
         out.append(b"transfer-encoding: chunked\r\n")

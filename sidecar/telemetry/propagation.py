@@ -224,11 +224,13 @@ class Unsampled:
     request it sends on names the same parent span. Made of 48 hex digits (trace id,
     then span id) as `HexIds` hands them out: no int is formatted on this path."""
 
-    __slots__ = ("_headers", "_hex")
+    __slots__ = ("_hex", "lines")
 
     def __init__(self, ids: bytes) -> None:
         self._hex = ids
-        self._headers: Headers = [(TRACEPARENT, b"00-" + ids[:32] + b"-" + ids[32:] + b"-00")]
+        # The header as the forwarded head carries it, made by one join: the hop appends
+        # it whole instead of a name and a value.
+        self.lines = b"".join((TRACEPARENT, b": 00-", ids[:32], b"-", ids[32:], b"-00\r\n"))
 
     @property
     def trace_id(self) -> int:
@@ -239,7 +241,7 @@ class Unsampled:
         return self._hex[:32].decode()
 
     def child_headers(self) -> Headers:
-        return self._headers
+        return [(TRACEPARENT, self.lines[len(TRACEPARENT) + 2:-2])]
 
     def start_try(self, endpoint: tuple[str, int], attempt: int = 1) -> Unsampled:
         return self

@@ -58,6 +58,7 @@ __all__ = ["ClientSpan", "Outbound", "ServerSpan", "Tracer", "TracingConfig", "U
 
 _MASK64 = (1 << 64) - 1
 Endpoint = tuple[str, int]
+Sampled = tuple[int, int, bytes, bool]  # trace id, parent span id, tracestate, from_b3
 Attrs = dict[str, str | int]
 
 
@@ -181,10 +182,11 @@ class Tracer:
             encoder, max_size=config.max_queue_size,
             batch_size=config.max_export_batch_size, delay_s=config.schedule_delay_s)
 
-    def _decide(self, headers: Headers, context: bool = True
-                ) -> tuple[int, int, bytes, bool] | Unsampled | None:
-        """(trace id, parent span id, tracestate, from_b3) when sampled. `context=False`:
-        the caller knows the headers carry no trace context (the codec saw none)."""
+    def decide(self, headers: Headers, context: bool = True) -> Sampled | Unsampled | None:
+        """(trace id, parent span id, tracestate, from_b3) when sampled; `Unsampled` for
+        a new trace not sampled here, None for a caller's trace not sampled. `context=False`:
+        the caller knows the headers carry no trace context (the codec saw none).
+        Deciding first spares an unsampled request the span's arguments."""
         ctx = extract(headers, ids_if_unsampled=False) if context else None
         if ctx is None:
             ids = self._ids.take()
@@ -203,9 +205,10 @@ class Tracer:
                      authority: bytes = b"", scheme: str = "http",
                      peer: Endpoint | None = None, route: str = "",
                      request_id: bytes = b"", context: bool = True,
-                     ) -> ServerSpan | Unsampled | None:
-        """At an inbound request's head: the span of this hop, or why there is none."""
-        d = self._decide(headers, context)
+                     decided: Sampled | None = None) -> ServerSpan | Unsampled | None:
+        """At an inbound request's head: the span of this hop, or why there is none.
+        `decided`: what `decide` said, when the caller asked it first."""
+        d = decided if decided is not None else self.decide(headers, context)
         if d is None or isinstance(d, Unsampled):
             return d
         trace_id, parent_id, tracestate, from_b3 = d
@@ -226,9 +229,9 @@ class Tracer:
     def start_outbound(self, headers: Headers, method: bytes, target: bytes, *,
                        authority: bytes = b"", scheme: str = "http",
                        cluster: str = "", request_id: bytes = b"", context: bool = True,
-                       ) -> Outbound | Unsampled | None:
+                       decided: Sampled | None = None) -> Outbound | Unsampled | None:
         """At an outbound request's head (from the local app), once for all its tries."""
-        d = self._decide(headers, context)
+        d = decided if decided is not None else self.decide(headers, context)
         if d is None or isinstance(d, Unsampled):
             return d
         trace_id, parent_id, tracestate, from_b3 = d

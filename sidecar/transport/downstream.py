@@ -278,6 +278,7 @@ class DownstreamConnection(Responding):
         """The request head as this try sends it: with its trace context when traced, and
         what is left of the caller's deadline when it sent one."""
         trace = deadline = None
+        trace_lines = b""
         span = ex.span
         if span is not None:
             if self.listener.state.direction == "outbound":  # a client span per try
@@ -286,7 +287,7 @@ class DownstreamConnection(Responding):
             else:
                 trace = span.child_headers()
         else:
-            trace = ex.trace_headers  # a trace not sampled here, or None
+            trace_lines = ex.trace_lines  # a new trace not sampled here, or b""
         head = ex.head
         if head.request_timeout is not None or head.grpc_timeout is not None:
             deadline = outgoing_headers(max(0.0, ex.deadline_at - monotonic()),
@@ -295,7 +296,8 @@ class DownstreamConnection(Responding):
         ex.forwarded = request_head(head, client_ip=self.client_ip,
                                     proto=self.proto or self.listener.state.proto,
                                     request_id=ex.request_id, host=entry.host_rewrite,
-                                    xfcc=self.xfcc, trace=trace, deadline=deadline)
+                                    xfcc=self.xfcc, trace=trace, trace_lines=trace_lines,
+                                    deadline=deadline)
 
     def _send(self) -> None:
         ex = self.to_send

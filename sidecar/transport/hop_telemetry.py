@@ -12,7 +12,7 @@ from ..telemetry.propagation import Unsampled
 
 if TYPE_CHECKING:
     from ..core.exchange import Exchange
-    from ..telemetry.tracing import Outbound, ServerSpan, Tracer
+    from ..telemetry.tracing import Tracer
     from .downstream import DownstreamConnection
     from .listener import ListenerState
 
@@ -25,22 +25,22 @@ def start(conn: DownstreamConnection, ex: Exchange, state: ListenerState,
     A trace that is not sampled here only passes its context on: no span object is kept,
     so the exchange's end has nothing to report for it (most requests, at low ratios)."""
     head = ex.head
-    span: ServerSpan | Outbound | Unsampled | None
+    decided = tracer.decide(head.headers, head.trace_context)
+    if decided is None:
+        return  # the caller's trace, not sampled: its context passes on untouched
+    if isinstance(decided, Unsampled):
+        ex.trace_lines = decided.lines  # "not sampled", passed on to every try
+        return
     if state.direction == "inbound":
-        span = tracer.start_server(
+        ex.span = tracer.start_server(
             head.headers, head.method, head.target, authority=head.authority,
             scheme="https" if conn.proto else "http",
             peer=(conn.client_ip_str, conn.client_port), route=ex.route.name,
-            request_id=ex.request_id, context=head.trace_context)
+            request_id=ex.request_id, decided=decided)
     else:
-        span = tracer.start_outbound(
+        ex.span = tracer.start_outbound(
             head.headers, head.method, head.target, authority=head.authority,
-            cluster=ex.route.cluster.name, request_id=ex.request_id,
-            context=head.trace_context)
-    if isinstance(span, Unsampled):
-        ex.trace_headers = span.child_headers()  # "not sampled", passed on to every try
-    else:
-        ex.span = span
+            cluster=ex.route.cluster.name, request_id=ex.request_id, decided=decided)
 
 
 def report(conn: DownstreamConnection, ex: Exchange, elapsed: float) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sidecar.protocol.events import RequestHead, ResponseHead
 from sidecar.protocol.forwarding import request_head, response_head
 from sidecar.protocol.h1 import RequestReader, ResponseReader
+from sidecar.telemetry.propagation import Unsampled
 from sidecar.testing import Recorder
 
 
@@ -44,6 +45,19 @@ def test_request_head_drops_hop_by_hop_and_sets_forwarding_headers() -> None:
     assert b"x-forwarded-for: 10.0.0.1, 127.0.0.1" in out
     assert b"x-forwarded-proto: http" in out and b"x-forwarded-host: portfolio" in out
     assert b"x-request-id: rid-1" in out and b"via: 1.1 sidecar" in out
+
+
+def test_a_new_unsampled_trace_replaces_whatever_context_the_client_sent() -> None:
+    head = parse_request(b"GET / HTTP/1.1\r\nHost: a\r\ntraceparent: garbage\r\n"
+                         b"tracestate: x=1\r\nb3: 0\r\n\r\n")
+    ids = b"0af7651916cd43dd8448eb211c80319c" + b"b7ad6b7169203331"
+    unsampled = Unsampled(ids)
+    out = lines(request_head(head, client_ip=b"::1", proto=b"http", request_id=b"r",
+                             trace_lines=unsampled.lines))
+    tp = [line for line in out if line.lower().startswith((b"traceparent", b"tracestate", b"b3"))]
+    assert tp == [b"traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"]
+    assert unsampled.child_headers() == [(b"traceparent", tp[0][len(b"traceparent: "):])]
+    assert out[-2:] == [b"", b""]  # the head still ends in one blank line
 
 
 def test_host_rewrite_and_chunked_reframing() -> None:
