@@ -34,6 +34,7 @@ Header = tuple[bytes, bytes]
 class RouteGuard:
     def __init__(self, verifier: Verifier, route: RouteAuth) -> None:
         self.verifier = verifier
+        self._cache = verifier.cache
         self._claims = verifier.claim_headers
         self.required = route.required
         # In config order: with several, the token's `iss` picks the first that matches.
@@ -75,9 +76,14 @@ class RouteGuard:
             token, claimed = header.scan(headers)
         verified = None
         if token is not None:
-            verified = self.verifier.verify_now(token, self.providers)
-            if verified is None:
-                return token
+            # A token verified before, for a provider this route accepts, is answered
+            # here: `verify_now` does the same, but it is not compiled, and a call into
+            # it cost more than the rest of the guard.
+            verified = self._cache.get(token)
+            if verified is None or verified.provider not in self.providers:
+                verified = self.verifier.verify_now(token, self.providers)
+                if verified is None:
+                    return token
         elif self.required:
             raise AuthError(Reason.MISSING_TOKEN, "no token")
         rendered = verified.headers if verified is not None else ()

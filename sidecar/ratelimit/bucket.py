@@ -32,7 +32,8 @@ _FORGET_PER_CALL = 4  # idle buckets dropped per call at most: the cost stays O(
 
 
 class Buckets:
-    __slots__ = ("_caps", "_idle_s", "_keys", "_rates", "_width", "evicted", "max_keys", "windows")
+    __slots__ = ("_caps", "_idle_s", "_keys", "_rates", "_warm", "_width", "evicted", "max_keys",
+                 "windows")
 
     def __init__(self, windows: Sequence[Window], max_keys: int = 100_000) -> None:
         if not windows or max_keys < 1:
@@ -44,6 +45,9 @@ class Buckets:
         self._width = len(windows)
         self._idle_s = max(w.period_s for w in windows)  # empty to full takes one period
         self._keys: OrderedDict[str, list[float]] = OrderedDict()
+        # The key last refilled, so at the warm end unless since removed: the same client
+        # again (most requests, on kept-alive connections) needs no move_to_end call.
+        self._warm: str | None = None
         self.evicted = 0  # buckets dropped before they were full (max_keys reached)
 
     def __len__(self) -> int:
@@ -61,7 +65,8 @@ class Buckets:
                 if now - old[-1] < self._idle_s:
                     self.evicted += 1
         else:
-            keys.move_to_end(key)
+            if key is not self._warm:
+                keys.move_to_end(key)
             elapsed = now - state[-1]
             if elapsed > 0:  # a clock that stepped back refills nothing
                 if self._width == 1:  # the common case, without the loop
@@ -74,6 +79,7 @@ class Buckets:
                         t = state[i] + elapsed * rates[i]
                         state[i] = caps[i] if t > caps[i] else t
                 state[-1] = now
+        self._warm = key
         # Forget a few idle buckets from the cold end (never the caller's: it is the
         # warm end, and was refilled at `now`). Mostly the coldest is not idle: one look,
         # and none when the caller's is the only bucket (always so for `by: route`).

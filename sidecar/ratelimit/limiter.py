@@ -53,8 +53,9 @@ def _hashed(key: str) -> str:
 
 
 class Limiter:
-    __slots__ = ("_buckets", "_by", "_clock", "_fallback", "_one", "_prefixes", "_quiet_one",
-                 "_rules", "_slots", "_spec", "_store", "dry_run", "headers_on_allowed", "route")
+    __slots__ = ("_buckets", "_by", "_clock", "_fallback", "_last", "_one", "_prefixes",
+                 "_quiet_one", "_rules", "_slots", "_spec", "_store", "dry_run",
+                 "headers_on_allowed", "route")
 
     def __init__(self, route: str, rules: Sequence[Rule], buckets: Sequence[Buckets], *,
                  clock: Clock = time.monotonic, store: RedisStore | None = None,
@@ -85,6 +86,10 @@ class Limiter:
             for w in r.windows:
                 spec += [w.name, w.limit, round(w.period_s * 1_000_000)]
         self._spec = tuple(spec)
+        # The last key made from an identity: (how, the identity's str, the key). A
+        # connection's requests bring the same client_ip (a token's, the same subject)
+        # object, so the key is neither built nor hashed again.
+        self._last: tuple[KeyBy, str, str] | None = None
 
     @property
     def is_global(self) -> bool:
@@ -98,6 +103,18 @@ class Limiter:
 
     def _key(self, by: KeyBy, name: bytes, client_ip: str, consumer: str | None,
              peer: str | None, headers: Headers) -> str:
+        source = client_ip if by is _IP else consumer if by is _CONSUMER else \
+            peer if by is _PEER else None
+        last = self._last
+        if source is not None and last is not None and last[1] is source and last[0] is by:
+            return last[2]
+        key = self._new_key(by, name, client_ip, consumer, peer, headers)
+        if source is not None:
+            self._last = (by, source, key)
+        return key
+
+    def _new_key(self, by: KeyBy, name: bytes, client_ip: str, consumer: str | None,
+                 peer: str | None, headers: Headers) -> str:
         if by is _IP:
             key = "ip:" + client_ip
         elif by is _CONSUMER:

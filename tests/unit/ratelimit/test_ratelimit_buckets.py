@@ -81,6 +81,20 @@ def test_max_keys_drops_the_least_recently_used_and_counts_it() -> None:
     assert drain(b, "b", 2.0) == 60  # dropped while not full: a fresh burst, hence the metric
 
 
+def test_recency_holds_when_the_same_key_comes_again_and_again() -> None:
+    b = Buckets([MINUTE_60], max_keys=2)
+    drain(b, "a", 0.0)
+    b.refill("a", 0.0)
+    drain(b, "b", 0.0)
+    b.refill("b", 0.0)
+    b.refill("a", 0.0)  # a again after b: b is now the oldest
+    b.refill("a", 0.0)
+    b.refill("c", 1.0)  # one too many: b goes
+    assert b.refill("a", 1.0)[0] == 1.0  # kept, drained, 1 s of refill
+    assert b.refill("b", 1.0)[0] == 60.0  # dropped: a new, full bucket (and c goes)
+    assert len(b) == 2 and b.evicted == 2  # b, then c: neither idle long enough to be full
+
+
 def test_many_keys_stay_bounded() -> None:
     b = Buckets([SECOND_2], max_keys=100)
     for i in range(10_000):

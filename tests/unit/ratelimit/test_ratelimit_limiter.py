@@ -217,3 +217,18 @@ def test_admit_answers_as_check_does(rules: list[dict[str, object]],
         seen.add(want.limited)
         clock.advance(rng.choice([0.0, 0.0, 0.1, 0.25, 0.7]))
     assert seen == {True, False}
+
+
+def test_keys_follow_the_identity_when_requests_alternate() -> None:
+    """The limiter remembers the last key it made; alternating clients, subjects and
+    ways of keying must still land each request in its own bucket."""
+    clock = FakeClock()
+    by_ip = limiter([{"by": "ip", "second": 2}], clock)
+    a, b = "10.0.0.1", "10.0.0.2"
+    assert [by_ip.admit(ip) is None for ip in (a, b, a, b, a, b)] == \
+        [True, True, True, True, False, False]
+    by_sub = limiter([{"by": "consumer", "second": 1}], clock)
+    assert by_sub.admit(a, "alice") is None and by_sub.admit(a, "bob") is None
+    assert by_sub.admit(a, None) is None  # no subject: keyed by the IP instead
+    assert by_sub.admit(a, "alice") is not None and by_sub.admit(a, None) is not None
+    assert by_sub.keys(a, "".join(["al", "ice"])) == ["sub:alice"]  # equal, not the same str
