@@ -49,7 +49,9 @@ from urllib.parse import urlsplit
 
 if __package__ in (None, ""):
     # Run as a script: make the `bench` package importable from the repository root.
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    # Appended, not put first: the hop without sockets must import the build that
+    # $SIDECAR_BUILD names (on PYTHONPATH), not the repository's pure sources.
+    sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from bench.measure import (
     WRK_SCRIPT,
@@ -449,6 +451,7 @@ MICRO_ONLY: dict[str, Callable[[Context], dict[str, Any]]] = {
 def _micro_child(spec: dict[str, Any]) -> dict[str, Any]:
     """Runs in the sidecar's interpreter (`features.py --micro-child <json>`)."""
     import asyncio
+    import gc
 
     from bench.micro_proxy import RESPONSE, FakeTransport
     from sidecar.app import Sidecar
@@ -484,6 +487,8 @@ def _micro_child(spec: dict[str, Any]) -> dict[str, Any]:
             pool.idle.append(up)
             hops[name] = (ds, up, upt, pool.writes, ds.listener.writes)
         runs: dict[str, list[float]] = {v: [] for v in MICRO_VARIANTS if v in hops}
+        gc.collect()
+        gc.freeze()  # as `sidecar run` does once started: collections skip what start-up made
 
         async def run(name: str, count: int) -> float:
             ds, up, upt, upstream_writes, client_writes = hops[name]
@@ -535,7 +540,8 @@ def _micro_child(spec: dict[str, Any]) -> dict[str, Any]:
                 "observe_call_us": best_observe,
                 "render_ms": (time.perf_counter() - t0) / 50 * 1e3, "dropped": dropped}
 
-    return asyncio.run(main())
+    import uvloop  # the sidecar's loop: asyncio's own call_soon is Python, and costs µs
+    return uvloop.run(main())
 
 
 def micro(args: argparse.Namespace, ctx: Context, backend_port: int) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from sidecar.telemetry.otlp import HttpExporter, SpanKind, SpanRecord, TraceEncoder
 from sidecar.telemetry.tracing import Outbound, ServerSpan, Tracer, TracingConfig
