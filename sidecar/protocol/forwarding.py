@@ -63,14 +63,16 @@ def _dropped(connection: bytes | None) -> frozenset[bytes]:
 def request_head(head: RequestHead, *, client_ip: bytes, proto: bytes, request_id: bytes,
                  host: bytes | None = None, xfcc: bytes | None = None,
                  trace: Headers | None = None, trace_lines: bytes = b"",
-                 deadline: Headers | None = None) -> bytes:
+                 deadline: Headers | None = None, forwarded: bytes | None = None) -> bytes:
     """The head to send upstream, always HTTP/1.1 and keep-alive.
 
     `x-forwarded-client-cert` is only ever ours (`xfcc`: the mTLS peer, Envoy's format):
     one arriving from the client is dropped, whatever it claims. With `trace` (this hop's
     span as the next one's parent) or `trace_lines` (the same, as header lines), the
     received trace context is replaced by it; with `deadline` (what is left of the
-    caller's), so are the received timeout headers."""
+    caller's), so are the received timeout headers. `forwarded`: `forwarded_lines(...)`
+    for this request, made once per connection by the caller, used when the request
+    brought no X-Forwarded-* field of its own (so the lines are ours alone)."""
     drop = HOP_BY_HOP if head.connection is None else _dropped(head.connection)
     out = [head.method, b" ", head.target, b" HTTP/1.1\r\n"]
     xff = None
@@ -96,11 +98,15 @@ def request_head(head: RequestHead, *, client_ip: bytes, proto: bytes, request_i
         elif k in drop:  # named in Connection
             continue
         out += (k, _SEP, v, _CRLF)
-    out += (b"x-forwarded-for: ", client_ip if xff is None else xff + b", " + client_ip, _CRLF)
-    if not seen_proto:
-        out += (b"x-forwarded-proto: ", proto, _CRLF)
-    if not seen_fhost and head.authority:
-        out += (b"x-forwarded-host: ", head.authority, _CRLF)
+    if forwarded is not None and xff is None and not seen_proto and not seen_fhost:
+        out.append(forwarded)
+    else:
+        out += (b"x-forwarded-for: ", client_ip if xff is None else xff + b", " + client_ip,
+                _CRLF)
+        if not seen_proto:
+            out += (b"x-forwarded-proto: ", proto, _CRLF)
+        if not seen_fhost and head.authority:
+            out += (b"x-forwarded-host: ", head.authority, _CRLF)
     if xfcc is not None:
         out += (b"x-forwarded-client-cert: ", xfcc, _CRLF)
     for extra in (trace, deadline):
@@ -109,15 +115,21 @@ def request_head(head: RequestHead, *, client_ip: bytes, proto: bytes, request_i
                 out += (k, _SEP, v, _CRLF)
     if len(trace_lines) > 0:
         out.append(trace_lines)
-    out += (b"x-request-id: ", request_id, b"\r\nvia: 1.1 sidecar\r\n")
     if head.chunked:
         out.append(b"transfer-encoding: chunked\r\n")
     if head.upgrade:
         upgrade = head.header(b"upgrade")
         if upgrade is not None:
             out += (b"connection: upgrade\r\nupgrade: ", upgrade, _CRLF)
-    out.append(_CRLF)
+    out += (b"x-request-id: ", request_id, b"\r\nvia: 1.1 sidecar\r\n\r\n")
     return b"".join(out)
+
+
+def forwarded_lines(client_ip: bytes, proto: bytes, authority: bytes) -> bytes:
+    """X-Forwarded-For, -Proto and (with an authority) -Host, as `request_head` writes
+    them for a request that brought none: a connection's requests mostly share them."""
+    out = b"x-forwarded-for: " + client_ip + b"\r\nx-forwarded-proto: " + proto + b"\r\n"
+    return out + b"x-forwarded-host: " + authority + b"\r\n" if authority else out
 
 
 _DEADLINE_HEADERS: Final = frozenset((b"x-request-timeout", b"grpc-timeout"))

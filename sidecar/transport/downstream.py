@@ -27,7 +27,7 @@ from ..core.request_id import new_request_id
 from ..inbound.policy import Denied, Reply
 from ..policy.deadline import outgoing_headers, read_incoming
 from ..protocol.events import Headers, RequestHead
-from ..protocol.forwarding import request_head
+from ..protocol.forwarding import forwarded_lines, request_head
 from ..protocol.h1 import LAST_CHUNK, ProtocolError, RequestReader, encode_chunk
 from . import hop_telemetry, tries
 from .failures import HEADER, IDLE, RESPONSE
@@ -62,6 +62,11 @@ class DownstreamConnection(Responding):
         self.client_port = 0
         self.xfcc: bytes | None = None  # x-forwarded-client-cert for the app, with the peer
         self.proto: bytes | None = None  # b"https" once TLS is up; else the listener's
+        # X-Forwarded-* lines for requests that bring none, made once for an authority and
+        # proto (a connection's requests mostly share them): see forwarding.request_head.
+        self.fwd_authority = b""
+        self.fwd_proto = b""
+        self.fwd_lines = b""
         self.deadline = 0.0
         self.timer = IDLE
         self.activity = 0  # bytes moved since the last deadline check, for BODY
@@ -293,11 +298,15 @@ class DownstreamConnection(Responding):
             deadline = outgoing_headers(max(0.0, ex.deadline_at - monotonic()),
                                         grpc=head.grpc_timeout is not None)
         entry: RouteEntry = ex.route
-        ex.forwarded = request_head(head, client_ip=self.client_ip,
-                                    proto=self.proto or self.listener.state.proto,
+        proto = self.proto or self.listener.state.proto
+        if head.authority != self.fwd_authority or proto is not self.fwd_proto \
+                or len(self.fwd_lines) == 0:
+            self.fwd_authority, self.fwd_proto = head.authority, proto
+            self.fwd_lines = forwarded_lines(self.client_ip, proto, head.authority)
+        ex.forwarded = request_head(head, client_ip=self.client_ip, proto=proto,
                                     request_id=ex.request_id, host=entry.host_rewrite,
                                     xfcc=self.xfcc, trace=trace, trace_lines=trace_lines,
-                                    deadline=deadline)
+                                    deadline=deadline, forwarded=self.fwd_lines)
 
     def _send(self) -> None:
         ex = self.to_send

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sidecar.protocol.events import RequestHead, ResponseHead
-from sidecar.protocol.forwarding import request_head, response_head
+from sidecar.protocol.forwarding import forwarded_lines, request_head, response_head
 from sidecar.protocol.h1 import RequestReader, ResponseReader
 from sidecar.telemetry.propagation import Unsampled
 from sidecar.testing import Recorder
@@ -58,6 +58,26 @@ def test_a_new_unsampled_trace_replaces_whatever_context_the_client_sent() -> No
     assert tp == [b"traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"]
     assert unsampled.child_headers() == [(b"traceparent", tp[0][len(b"traceparent: "):])]
     assert out[-2:] == [b"", b""]  # the head still ends in one blank line
+
+
+def test_the_connections_ready_forwarded_lines_give_the_same_head() -> None:
+    """A connection passes its X-Forwarded-* lines made once; the head must read as if
+    they were made per request, and a request bringing its own fields must not get
+    ours twice."""
+    for raw in (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+                b"GET / HTTP/1.0\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Host: b\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"):
+        head = parse_request(raw)
+        args = {"client_ip": b"::1", "proto": b"http", "request_id": b"r"}
+        plain = request_head(head, **args)
+        ready = request_head(head, **args,
+                             forwarded=forwarded_lines(b"::1", b"http", head.authority))
+        assert sorted(lines(plain)) == sorted(lines(ready)), raw
+        assert plain.endswith(b"\r\n\r\n") and ready.endswith(b"\r\n\r\n")
+        assert len([x for x in lines(ready) if x.startswith(b"x-forwarded-for")]) == 1
 
 
 def test_host_rewrite_and_chunked_reframing() -> None:
