@@ -314,15 +314,11 @@ class ResponseReader:
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        buf = self._buf
-        start = self._start or 0
-        end = buf.find(b"\r\n\r\n", start) + 4
-        raw = buf[start:end]
-        self._start = end
         p = self._parser
         status = p.get_status_code()
-        head = ResponseHead(status, p.should_keep_alive(), raw)
-        read_fields(raw, head)  # one walk over the lines: see response_fields.py
+        head = ResponseHead(status, p.should_keep_alive())
+        # One walk over the lines (see response_fields.py) also finds where the head ends.
+        self._start = read_fields(self._buf, self._start or 0, head)
         sink = self.sink
         assert sink is not None
         if status < 200:

@@ -41,20 +41,32 @@ _PREFIXES: Final[list[tuple[tuple[bytes, bytes], ...]]] = [
     tuple((name + b": ", known) for name, known in _KNOWN.items() if name[0] == c)
     for c in range(256)]
 _KEEP_ALIVE: Final = b"keep-alive"  # one object, its hash computed once, for later lookups
+# Up to this many bytes from the head's start, one split finds both the lines and where
+# the head ends (the first empty line): a search for "\r\n\r\n" first cost as much again.
+# Past it, the body's bytes would be split and copied for nothing.
+_SPLIT_ALL: Final = 1024
 
 
-def read_fields(raw: bytes, head: ResponseHead) -> None:
-    """Set `head`'s framing, `connection`, `has_request_id` and `cuts` (each `(a, b)`
-    spans a "\\r\\n" and the line after it, what must not be sent on) from `raw`."""
+def read_fields(buf: bytes, begin: int, head: ResponseHead) -> int:
+    """Read the head that starts at `buf[begin]` (complete: llhttp has seen its end) into
+    `head`: its `raw` bytes, framing, `connection`, `has_request_id` and `cuts` (each
+    `(a, b)` spans a "\\r\\n" and the line after it, what must not be sent on). Returns
+    where the head ends in `buf`."""
+    data = buf if begin == 0 else buf[begin:]
+    if len(data) <= _SPLIT_ALL:
+        lines = data.split(b"\r\n")
+    else:
+        lines = data[:data.find(b"\r\n\r\n") + 4].split(b"\r\n")
     cuts = None
-    lines = raw.split(b"\r\n")
     at = len(lines[0])  # where the "\r\n" before line i begins
     first = _SPECIAL_FIRST
-    for i in range(1, len(lines) - 2):  # the status line, then fields, then "", ""
+    for i in range(1, len(lines)):  # the status line, the fields, "" (the head's end), body
         line = lines[i]
         start = at
         at += 2 + len(line)
-        if len(line) == 0 or not first[line[0]]:  # len(): truth of bytes is a generic call
+        if len(line) == 0:  # len(): the truth of bytes is a generic call
+            break
+        if not first[line[0]]:
             continue
         name = value = b""
         usual = False
@@ -95,6 +107,9 @@ def read_fields(raw: bytes, head: ResponseHead) -> None:
     head.cuts = cuts
     if head.chunked:
         head.content_length = None
+    end = at + 2  # the empty line's "\r\n"
+    head.raw = data if end == len(data) else data[:end]
+    return begin + end
 
 
 def content_length(value: bytes) -> int:

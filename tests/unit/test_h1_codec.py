@@ -220,3 +220,21 @@ def test_each_host_header_is_checked_even_after_a_valid_one() -> None:
     heads = [e[1] for e in rec.events if e[0] == "head"]
     assert [h.authority for h in heads] == [b"svc:80", b"svc:80", b"other"]
     assert rec.kinds()[-1] == "error"
+
+
+@pytest.mark.parametrize("head_pad, body", [
+    (0, b"a\r\n\r\nb" * 400),          # a small head, a body with blank lines past 1 KiB
+    (1500, b"ok"),                        # a head past 1 KiB
+    (0, b"x\r\n" * 50),                   # all within 1 KiB, the body full of CRLFs
+])
+def test_the_head_ends_at_its_first_blank_line_whatever_the_body_holds(
+        head_pad: int, body: bytes) -> None:
+    head_bytes = (b"HTTP/1.1 200 OK\r\nX-Pad: " + b"p" * head_pad + b"\r\nConnection: x-a\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body))
+    rec = responses(b"HTTP/1.1 100 Continue\r\n\r\n" + head_bytes + body)
+    heads = [e for e in rec.events if e[0] == "head"]
+    final = heads[-1][1]
+    assert isinstance(final, ResponseHead)
+    assert final.raw == head_bytes and final.content_length == len(body)
+    assert final.connection == b"x-a" and final.cuts is not None
+    assert b"".join(e[1] for e in rec.events if e[0] == "data") == body
