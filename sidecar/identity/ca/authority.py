@@ -36,7 +36,7 @@ from .files import write_atomic
 from .hierarchy import BACKDATE, new_intermediate, new_root
 from .keys import KeyType, PrivateKey, PublicKey, generate, key_pem, key_type_of, load_private_key
 from .pem import load_certificates, to_pem
-from .revocation import CRL_LIFETIME, crl
+from .revocation import crl, crl_due
 from .store import CaDir, CertRecord, Revocation, State
 
 __all__ = ["CertificateAuthority", "Clock", "IssuedCert", "utc_now"]
@@ -212,7 +212,7 @@ class CertificateAuthority:
         when = self._now(now)
         with self.dir.locked():
             state = self._fresh()
-            if not force and not self._crl_due(state, when):
+            if not force and not crl_due(self.dir.crl_file, when):
                 return False
             self._publish(state, when)
         return True
@@ -271,7 +271,7 @@ class CertificateAuthority:
                 serial, "leaf", str(sid), cert.not_valid_before_utc, cert.not_valid_after_utc,
                 gen, int(ttl.total_seconds()), tuple(dns))
             _prune(state, when)
-            if self._crl_due(state, when):
+            if crl_due(self.dir.crl_file, when):
                 self._publish(state, when)
             else:
                 self.dir.write_state(state)
@@ -307,13 +307,6 @@ class CertificateAuthority:
             out.append(crl(cert, key, entries, state.crl_number, this_update)
                        .public_bytes(serialization.Encoding.PEM))
         return b"".join(out)
-
-    def _crl_due(self, state: State, when: datetime) -> bool:
-        try:
-            current = x509.load_pem_x509_crl(self.dir.crl_file.read_bytes())
-        except (OSError, ValueError):
-            return True
-        return when - current.last_update_utc >= CRL_LIFETIME / 2
 
     def _fresh(self) -> State:
         """The state as on disk now: another process may have issued or revoked."""

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from cryptography import x509
 
 from .errors import CAError
 from .keys import PrivateKey, signing_hash
 
-__all__ = ["CRL_LIFETIME", "REASONS", "crl", "parse_reason"]
+__all__ = ["CRL_LIFETIME", "REASONS", "crl", "crl_due", "parse_reason"]
 
 CRL_LIFETIME = timedelta(days=7)
 
@@ -55,3 +56,12 @@ def crl(issuer: x509.Certificate, issuer_key: PrivateKey,
             entry = entry.add_extension(x509.CRLReason(reason), critical=False)
         builder = builder.add_revoked_certificate(entry.build())
     return builder.sign(issuer_key, signing_hash(issuer_key))
+
+
+def crl_due(crl_file: Path, when: datetime) -> bool:
+    """The CRLs in `crl_file` are past half their life at `when`, or unreadable: rewrite."""
+    try:
+        current = x509.load_pem_x509_crl(crl_file.read_bytes())
+    except (OSError, ValueError):
+        return True
+    return when - current.last_update_utc >= CRL_LIFETIME / 2
