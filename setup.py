@@ -41,6 +41,7 @@ HOT_MODULES = [
     "sidecar/routing/cluster.py",
     "sidecar/routing/router.py",
     "sidecar/telemetry/metrics.py",
+    "sidecar/telemetry/new_traces.py",
     "sidecar/telemetry/propagation.py",
     "sidecar/telemetry/tracing.py",
     "sidecar/transport/client_base.py",

@@ -38,7 +38,7 @@ class Exchange:
         "start",
         "stats",
         "status",
-        "trace_lines",
+        "trace_ids",
         "try_span",
         "upstream",
         "upstream_s",
@@ -79,7 +79,7 @@ class Exchange:
         # outbound), the try in flight, what the access log reports.
         self.span: Any = None
         self.try_span: Any = None
-        self.trace_lines = b""  # the context of a new trace not sampled here, passed on
+        self.trace_ids = b""  # a new trace not sampled here: b"{trace id}-{span id}"
         self.flag = ""  # the sidecar's own answer or failure (an ErrorCode name), if any
         self.bytes_in = 0
         self.bytes_out = 0

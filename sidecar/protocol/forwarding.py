@@ -41,6 +41,7 @@ _REASONS: Final = {100: b"Continue", 101: b"Switching Protocols", 103: b"Early H
 _STATUS_LINES: Final = {code: b"HTTP/1.1 %d %b\r\n" % (code, reason) for code, reason in _REASONS.items()}
 _SEP: Final = b": "
 _CRLF: Final = b"\r\n"
+_TAIL: Final = b"\r\nvia: 1.1 sidecar\r\n\r\n"  # after x-request-id: ours, and the head's end
 
 
 def reason(status: int) -> bytes:
@@ -62,18 +63,21 @@ def _dropped(connection: bytes | None) -> frozenset[bytes]:
 
 def request_head(head: RequestHead, *, client_ip: bytes, proto: bytes, request_id: bytes,
                  host: bytes | None = None, xfcc: bytes | None = None,
-                 trace: Headers | None = None, trace_lines: bytes = b"",
+                 trace: Headers | None = None, trace_ids: bytes = b"",
                  deadline: Headers | None = None, forwarded: bytes | None = None) -> bytes:
     """The head to send upstream, always HTTP/1.1 and keep-alive.
 
     `x-forwarded-client-cert` is only ever ours (`xfcc`: the mTLS peer, Envoy's format):
     one arriving from the client is dropped, whatever it claims. With `trace` (this hop's
-    span as the next one's parent) or `trace_lines` (the same, as header lines), the
-    received trace context is replaced by it; with `deadline` (what is left of the
+    span as the next one's parent) or `trace_ids` (a new trace not sampled here, as
+    b"{trace id}-{span id}": sent on as not sampled), the received trace context is
+    replaced by it; with `deadline` (what is left of the
     caller's), so are the received timeout headers. `forwarded`: `forwarded_lines(...)`
     for this request, made once per connection by the caller, used when the request
     brought no X-Forwarded-* field of its own (so the lines are ours alone)."""
     drop = HOP_BY_HOP if head.connection is None else _dropped(head.connection)
+    # The received context goes when ours replaces it; the codec saw whether there is any.
+    replace_trace = head.trace_context and (trace is not None or len(trace_ids) > 0)
     out = [head.method, b" ", head.target, b" HTTP/1.1\r\n"]
     xff = None
     seen_proto = seen_fhost = False
@@ -81,7 +85,7 @@ def request_head(head: RequestHead, *, client_ip: bytes, proto: bytes, request_i
         if k in _SPECIAL_REQUEST:
             if k in drop or k == b"x-request-id" or k == b"x-forwarded-client-cert":
                 continue
-            if (trace is not None or len(trace_lines) > 0) and k in PROPAGATION_HEADERS:
+            if replace_trace and k in PROPAGATION_HEADERS:
                 continue
             if deadline is not None and k in _DEADLINE_HEADERS:
                 continue
@@ -113,15 +117,16 @@ def request_head(head: RequestHead, *, client_ip: bytes, proto: bytes, request_i
         if extra is not None:
             for k, v in extra:
                 out += (k, _SEP, v, _CRLF)
-    if len(trace_lines) > 0:
-        out.append(trace_lines)
     if head.chunked:
         out.append(b"transfer-encoding: chunked\r\n")
     if head.upgrade:
         upgrade = head.header(b"upgrade")
         if upgrade is not None:
             out += (b"connection: upgrade\r\nupgrade: ", upgrade, _CRLF)
-    out += (b"x-request-id: ", request_id, b"\r\nvia: 1.1 sidecar\r\n\r\n")
+    if len(trace_ids) > 0:  # one piece fewer than a line of its own
+        out += (b"traceparent: 00-", trace_ids, b"-00\r\nx-request-id: ", request_id, _TAIL)
+    else:
+        out += (b"x-request-id: ", request_id, _TAIL)
     return b"".join(out)
 
 

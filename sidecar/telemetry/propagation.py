@@ -18,15 +18,12 @@ injects its own context drops the received `PROPAGATION_HEADERS` first.
 
 from __future__ import annotations
 
-import os
 import re
-from binascii import hexlify
-from collections.abc import Callable
 from typing import Final, NamedTuple
 
 from ..protocol.events import Headers
 
-__all__ = ["NOT_SAMPLED", "PROPAGATION_HEADERS", "HexIds", "TraceContext", "Unsampled", "b3",
+__all__ = ["NOT_SAMPLED", "PROPAGATION_HEADERS", "TraceContext", "Unsampled", "b3",
            "extract", "parse_b3_multi", "parse_b3_single", "parse_traceparent",
            "parse_tracestate", "trace_id_hex", "traceparent"]
 
@@ -218,30 +215,27 @@ def b3(trace_id: int, span_id: int, sampled: bool) -> bytes:
 
 
 class Unsampled:
-    """A new trace that is not sampled: only its id travels on, flagged "not sampled".
+    """A new trace that is not sampled here: only its ids travel on, flagged "not sampled".
 
     Like OpenTelemetry's non-recording span it has ids but records nothing, so every
-    request it sends on names the same parent span. Made of 48 hex digits (trace id,
-    then span id) as `HexIds` hands them out: no int is formatted on this path."""
+    request it sends on names the same parent span. `ids` are b"{trace id}-{span id}" in
+    hex, as `NewTraces` hands them out and `not_sampled_line` writes them."""
 
-    __slots__ = ("_hex", "lines")
+    __slots__ = ("ids",)
 
     def __init__(self, ids: bytes) -> None:
-        self._hex = ids
-        # The header as the forwarded head carries it, made by one join: the hop appends
-        # it whole instead of a name and a value.
-        self.lines = b"".join((TRACEPARENT, b": 00-", ids[:32], b"-", ids[32:], b"-00\r\n"))
+        self.ids = ids
 
     @property
     def trace_id(self) -> int:
-        return int(self._hex[:32], 16)
+        return int(self.ids[:32], 16)
 
     @property
     def trace_id_hex(self) -> str:
-        return self._hex[:32].decode()
+        return self.ids[:32].decode()
 
     def child_headers(self) -> Headers:
-        return [(TRACEPARENT, self.lines[len(TRACEPARENT) + 2:-2])]
+        return [(TRACEPARENT, b"00-%b-00" % self.ids)]
 
     def start_try(self, endpoint: tuple[str, int], attempt: int = 1) -> Unsampled:
         return self
@@ -251,32 +245,3 @@ class Unsampled:
 
     def end(self, status: int = 0, error: str | None = None) -> None:
         pass
-
-
-class HexIds:
-    """Random trace and span ids as lower-case hex, 48 digits at a time (a 128-bit trace
-    id, then a 64-bit span id), cut from a block drawn and hexed in one go: formatting
-    two ints per request cost more than the rest of an unsampled trace's start.
-    `draw(n)` gives n random bytes: `os.urandom` (one syscall a block), or a seeded
-    `random.Random().randbytes` in tests. A draw with an all-zero id (invalid in W3C
-    Trace Context) is skipped."""
-
-    __slots__ = ("_at", "_block", "_draw")
-
-    _PER_BLOCK = 256
-
-    def __init__(self, draw: Callable[[int], bytes] = os.urandom) -> None:
-        self._draw = draw
-        self._block = b""
-        self._at = 0
-
-    def take(self) -> bytes:
-        while True:
-            at = self._at
-            if at >= len(self._block):
-                self._block = hexlify(self._draw(24 * self._PER_BLOCK))
-                at = 0
-            self._at = at + 48
-            ids = self._block[at:at + 48]
-            if not ids.startswith(_ZEROS) and not ids.endswith(_ZEROS16):
-                return ids

@@ -24,7 +24,7 @@ trace decides alike. The three outcomes:
                id): nothing to do, the caller's headers already say so. Costs a header scan.
   Unsampled    no caller context and the ratio said no: a new trace id goes on with the
                sampled flag off, so the next hops do not start traces of their own.
-               A few hundred ns: no span, no clock read, no OTel object.
+               One slice of a ready block (`NewTraces`): no span, no clock read.
   ServerSpan / ClientSpan   sampled: a small slotted record; `end()` appends it to a
                bounded queue.
 
@@ -51,8 +51,9 @@ from .. import __version__
 from ..protocol.events import Headers
 from . import names
 from .config import TracingConfig
+from .new_traces import NewTraces
 from .otlp import AttributeValue, Exporter, HttpExporter, SpanKind, TraceEncoder, env_pairs
-from .propagation import HexIds, Unsampled, b3, extract, traceparent
+from .propagation import Unsampled, b3, extract, traceparent
 
 __all__ = ["ClientSpan", "Outbound", "ServerSpan", "Tracer", "TracingConfig", "Unsampled"]
 
@@ -172,27 +173,26 @@ class Tracer:
         self.config = config
         self._rng = rng or random.Random()
         self._bound = round(config.sample_ratio * (1 << 64))
-        # The same bound as 16 hex digits, compared with a new trace id's low 16: for
-        # fixed-width lower-case hex, byte order is numeric order ("g" is above them all).
-        self._bound_hex = b"%016x" % self._bound if self._bound < 1 << 64 else b"g"
-        self._ids = HexIds(os.urandom if rng is None else rng.randbytes)
+        self._new = NewTraces(self._bound) if rng is None else \
+            NewTraces(self._bound, rng.randbytes)
         encoder = TraceEncoder(_resource_attributes(config, env), "sidecar", __version__)
         self._queue = _SpanQueue(
             exporter or HttpExporter(config.endpoint, config.export_timeout_s, env),
             encoder, max_size=config.max_queue_size,
             batch_size=config.max_export_batch_size, delay_s=config.schedule_delay_s)
 
-    def decide(self, headers: Headers, context: bool = True) -> Sampled | Unsampled | None:
-        """(trace id, parent span id, tracestate, from_b3) when sampled; `Unsampled` for
-        a new trace not sampled here, None for a caller's trace not sampled. `context=False`:
-        the caller knows the headers carry no trace context (the codec saw none).
-        Deciding first spares an unsampled request the span's arguments."""
+    def decide(self, headers: Headers, context: bool = True) -> Sampled | bytes | None:
+        """(trace id, parent span id, tracestate, from_b3) when sampled; for a new trace
+        not sampled here, its ids to send on (b"{trace id}-{span id}", see `NewTraces`); None for a
+        caller's trace not sampled. `context=False`: the caller knows the headers carry no
+        trace context (the codec saw none). Deciding first spares an unsampled request
+        the span's arguments."""
         ctx = extract(headers, ids_if_unsampled=False) if context else None
         if ctx is None:
-            ids = self._ids.take()
-            if ids[16:32] >= self._bound_hex:
-                return Unsampled(ids)
-            return int(ids[:32], 16), 0, b"", False
+            new = self._new.take()
+            if isinstance(new, bytes):
+                return new
+            return new, 0, b"", False
         if ctx.sampled is False:
             return None
         if not ctx.trace_id:  # a B3 "sample this" without ids: a new trace
@@ -209,8 +209,8 @@ class Tracer:
         """At an inbound request's head: the span of this hop, or why there is none.
         `decided`: what `decide` said, when the caller asked it first."""
         d = decided if decided is not None else self.decide(headers, context)
-        if d is None or isinstance(d, Unsampled):
-            return d
+        if d is None or isinstance(d, bytes):
+            return None if d is None else Unsampled(d)
         trace_id, parent_id, tracestate, from_b3 = d
         attrs = _request_attrs(method, authority, scheme, request_id, headers)
         attrs["url.path"] = target.partition(b"?")[0].decode("latin-1")
@@ -232,8 +232,8 @@ class Tracer:
                        decided: Sampled | None = None) -> Outbound | Unsampled | None:
         """At an outbound request's head (from the local app), once for all its tries."""
         d = decided if decided is not None else self.decide(headers, context)
-        if d is None or isinstance(d, Unsampled):
-            return d
+        if d is None or isinstance(d, bytes):
+            return None if d is None else Unsampled(d)
         trace_id, parent_id, tracestate, from_b3 = d
         attrs = _request_attrs(method, authority, scheme, request_id, headers)
         path = target.partition(b"?")[0].decode("latin-1")

@@ -286,7 +286,7 @@ class DownstreamConnection(Responding):
         """The request head as this try sends it: with its trace context when traced, and
         what is left of the caller's deadline when it sent one."""
         trace = deadline = None
-        trace_lines = b""
+        trace_ids = b""
         span = ex.span
         if span is not None:
             if self.listener.state.direction == "outbound":  # a client span per try
@@ -295,7 +295,7 @@ class DownstreamConnection(Responding):
             else:
                 trace = span.child_headers()
         else:
-            trace_lines = ex.trace_lines  # a new trace not sampled here, or b""
+            trace_ids = ex.trace_ids  # a new trace not sampled here, or b""
         head = ex.head
         if head.request_timeout is not None or head.grpc_timeout is not None:
             deadline = outgoing_headers(max(0.0, ex.deadline_at - monotonic()),
@@ -308,7 +308,7 @@ class DownstreamConnection(Responding):
             self.fwd_lines = forwarded_lines(self.client_ip, proto, head.authority)
         ex.forwarded = request_head(head, client_ip=self.client_ip, proto=proto,
                                     request_id=ex.request_id, host=entry.host_rewrite,
-                                    xfcc=self.xfcc, trace=trace, trace_lines=trace_lines,
+                                    xfcc=self.xfcc, trace=trace, trace_ids=trace_ids,
                                     deadline=deadline, forwarded=self.fwd_lines)
 
     def _send(self) -> None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..telemetry.propagation import Unsampled
-
 if TYPE_CHECKING:
     from ..core.exchange import Exchange
     from ..telemetry.tracing import Tracer
@@ -28,8 +26,8 @@ def start(conn: DownstreamConnection, ex: Exchange, state: ListenerState,
     decided = tracer.decide(head.headers, head.trace_context)
     if decided is None:
         return  # the caller's trace, not sampled: its context passes on untouched
-    if isinstance(decided, Unsampled):
-        ex.trace_lines = decided.lines  # "not sampled", passed on to every try
+    if isinstance(decided, bytes):
+        ex.trace_ids = decided  # a new trace's ids, sent on as "not sampled" by every try
         return
     if state.direction == "inbound":
         ex.span = tracer.start_server(
@@ -59,7 +57,8 @@ def report(conn: DownstreamConnection, ex: Exchange, elapsed: float) -> None:
             ("RETRIED",) if ex.retried else (ex.flag,) if ex.flag else ()
         log.log(request_id=ex.request_id, method=head.method, target=head.target,
                 status=ex.status, duration_s=elapsed, authority=head.authority,
-                trace_id=span.trace_id_hex if span is not None else "",
+                trace_id=span.trace_id_hex if span is not None else
+                ex.trace_ids[:32].decode() if len(ex.trace_ids) > 0 else "",
                 headers=None if span is not None else head.headers,
                 direction=state.direction,
                 service=ex.route.cluster.name if ex.route is not None else state.service,

@@ -26,19 +26,21 @@ async def jaeger() -> AsyncIterator[JaegerServer]:
         yield server
 
 
-def traced(cfg: dict[str, Any], service: str, jaeger: JaegerServer, log: Path) -> dict[str, Any]:
+def traced(cfg: dict[str, Any], service: str, jaeger: JaegerServer, log: Path,
+           ratio: float) -> dict[str, Any]:
     cfg["service"] = {"name": service}
-    cfg["telemetry"] = {"tracing": {"endpoint": jaeger.otlp_traces_url, "sample_ratio": 1.0,
+    cfg["telemetry"] = {"tracing": {"endpoint": jaeger.otlp_traces_url, "sample_ratio": ratio,
                                     "schedule_delay": "100ms"},
                         "access_log": {"path": str(log), "flush_interval": "50ms"}}
     return cfg
 
 
-async def test_an_order_is_one_trace_in_jaeger_and_one_log_line_per_hop(
-        jaeger: JaegerServer, upstreams, sidecar, tmp_path: Path) -> None:
+async def trading_and_portfolio(jaeger: JaegerServer, upstreams: Any, sidecar: Any,
+                                logs: Path, ratio: float) -> tuple[Any, Any]:
+    """The demo's two services, each behind its sidecar, tracing at `ratio`."""
     portfolio_app = await upstreams.aiohttp(build_app("portfolio"))
     portfolio = await sidecar(traced(sidecar_config(app=portfolio_app.address), "portfolio",
-                                     jaeger, tmp_path / "portfolio.log"))
+                                     jaeger, logs / "portfolio.log", ratio))
     # The trading app needs its sidecar's outbound address before the sidecar has one:
     # the sidecar takes a fixed free port for it.
     from sidecar.testing import free_port
@@ -47,12 +49,25 @@ async def test_an_order_is_one_trace_in_jaeger_and_one_log_line_per_hop(
     trading = await sidecar(traced(sidecar_config(
         app=trading_app.address, services={"portfolio": [portfolio.inbound]},
         listeners={"outbound": f"127.0.0.1:{outbound_port}"}),
-        "trading", jaeger, tmp_path / "trading.log"))
+        "trading", jaeger, logs / "trading.log", ratio))
+    return trading, portfolio
+
+
+def log_lines(logs: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for name in ("trading", "portfolio")
+            for line in (logs / f"{name}.log").read_text().splitlines()]
+
+
+ORDER = {"user_id": 7, "symbol": "AAPL", "side": "BUY", "quantity": 3}
+
+
+async def test_an_order_is_one_trace_in_jaeger_and_one_log_line_per_hop(
+        jaeger: JaegerServer, upstreams, sidecar, tmp_path: Path) -> None:
+    trading, portfolio = await trading_and_portfolio(jaeger, upstreams, sidecar, tmp_path, 1.0)
 
     trace_id, parent = secrets.token_hex(16), secrets.token_hex(8)
-    order = {"user_id": 7, "symbol": "AAPL", "side": "BUY", "quantity": 3}
     async with aiohttp.ClientSession() as s, s.post(
-            "http://%s:%d/api/trading/orders" % trading.inbound, json=order,
+            "http://%s:%d/api/trading/orders" % trading.inbound, json=ORDER,
             headers={"traceparent": f"00-{trace_id}-{parent}-01"}) as r:
         assert r.status == 201, await r.text()
 
@@ -82,11 +97,34 @@ async def test_an_order_is_one_trace_in_jaeger_and_one_log_line_per_hop(
 
     await portfolio.sidecar.stop()  # flushes the access logs (stopping twice is harmless)
     await trading.sidecar.stop()
-    lines = [json.loads(line) for name in ("trading", "portfolio")
-             for line in (tmp_path / f"{name}.log").read_text().splitlines()]
+    lines = log_lines(tmp_path)
     assert {(x["direction"], x["service"]) for x in lines} == {
         ("inbound", "trading"), ("outbound", "portfolio"), ("inbound", "portfolio")}
     assert all(x["trace_id"] == trace_id for x in lines), lines
     out = next(x for x in lines if x["direction"] == "outbound")
     assert out["status"] == 200 and out["upstream"] == "%s:%d" % portfolio.inbound
     assert out["bytes_in"] > 0 and out["bytes_out"] > 0 and out["duration_ms"] > 0
+
+
+async def test_a_trace_not_sampled_passes_one_new_trace_id_through_every_hop(
+        jaeger: JaegerServer, upstreams, sidecar, tmp_path: Path) -> None:
+    """At ratio 0 the first sidecar starts a trace it does not sample: its id goes on
+    flagged "not sampled" (through the trading app, which copies traceparent), every hop
+    obeys, and every access-log line names that one trace."""
+    trading, portfolio = await trading_and_portfolio(jaeger, upstreams, sidecar, tmp_path, 0.0)
+    ids = []
+    async with aiohttp.ClientSession() as s:
+        for _ in range(3):
+            async with s.post("http://%s:%d/api/trading/orders" % trading.inbound,
+                              json=ORDER) as r:
+                assert r.status == 201, await r.text()
+    await portfolio.sidecar.stop()
+    await trading.sidecar.stop()
+    lines = log_lines(tmp_path)
+    assert len(lines) == 9  # three hops a request
+    for direction, service in (("inbound", "trading"), ("outbound", "portfolio"),
+                               ("inbound", "portfolio")):
+        ids.append([x["trace_id"] for x in lines
+                    if (x["direction"], x["service"]) == (direction, service)])
+    assert ids[0] == ids[1] == ids[2]  # request by request, the same trace at every hop
+    assert len(set(ids[0])) == 3 and all(len(t) == 32 and int(t, 16) for t in ids[0])

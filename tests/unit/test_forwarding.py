@@ -50,10 +50,9 @@ def test_request_head_drops_hop_by_hop_and_sets_forwarding_headers() -> None:
 def test_a_new_unsampled_trace_replaces_whatever_context_the_client_sent() -> None:
     head = parse_request(b"GET / HTTP/1.1\r\nHost: a\r\ntraceparent: garbage\r\n"
                          b"tracestate: x=1\r\nb3: 0\r\n\r\n")
-    ids = b"0af7651916cd43dd8448eb211c80319c" + b"b7ad6b7169203331"
-    unsampled = Unsampled(ids)
+    unsampled = Unsampled(b"0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331")
     out = lines(request_head(head, client_ip=b"::1", proto=b"http", request_id=b"r",
-                             trace_lines=unsampled.lines))
+                             trace_ids=unsampled.ids))
     tp = [line for line in out if line.lower().startswith((b"traceparent", b"tracestate", b"b3"))]
     assert tp == [b"traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"]
     assert unsampled.child_headers() == [(b"traceparent", tp[0][len(b"traceparent: "):])]
