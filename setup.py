@@ -43,6 +43,7 @@ HOT_MODULES = [
     "sidecar/telemetry/metrics.py",
     "sidecar/telemetry/new_traces.py",
     "sidecar/telemetry/propagation.py",
+    "sidecar/telemetry/spans.py",
     "sidecar/telemetry/tracing.py",
     "sidecar/transport/client_base.py",
     "sidecar/transport/downstream.py",

@@ -10,13 +10,15 @@ ids of 256 requests:
     hexlify(32 random bytes per request, b"-", 16)  ->  G0-G1-G2-G3-...   (G: 32 hex digits)
 
 and request k takes the slice `G2k-{first half of G2k+1}`, which is `{trace id}-{span id}`
-as a traceparent writes them: one slice per request, nothing formatted.
+as a traceparent writes them: one slice per request, nothing formatted. A sampled span
+takes its ids from here too (its span id alone when it continues a caller's trace), so
+its traceparent is one concatenation.
 
 The ratio decides by the trace id (OpenTelemetry's `TraceIdRatioBased`): a new trace is
 sampled when the low 64 bits of its id are below the bound, so a hop that sees the id
 without a flag decides alike. The sampled requests of a block are found when it is made,
-by the first byte of each id's low half (the rest only on a tie); `take()` gives their
-trace id instead of a slice, and the caller makes a span.
+by the first byte of each id's low half (the rest only on a tie); `take()` says so in
+`sampled`, and the caller makes a span.
 """
 
 from __future__ import annotations
@@ -41,21 +43,21 @@ class NewTraces:
     (`ssl.RAND_bytes`: 2.5 us for a block here, where `os.urandom`'s system call took 25-35),
     or a seeded `randbytes` in tests."""
 
-    __slots__ = ("_at", "_block", "_bound", "_draw", "_k", "_next", "_raw", "_sampled")
+    __slots__ = ("_at", "_block", "_bound", "_draw", "_k", "_next", "_sampled", "sampled")
 
     def __init__(self, bound: int, draw: Callable[[int], bytes] = ssl.RAND_bytes) -> None:
         self._bound = bound
         self._draw = draw
-        self._raw = b""
         self._block = b""
         self._at = 0
         self._sampled: list[int] = [-1]  # the sampled requests' offsets in the block, then -1
         self._k = 0
         self._next = -1  # the next sampled request's offset; -1: none left in the block
+        self.sampled = False  # whether the ratio samples the trace `take()` gave last
 
-    def take(self) -> bytes | int:
-        """The next new trace: b"{trace id}-{span id}" (hex) when the ratio does not sample
-        it, its trace id when it does."""
+    def take(self) -> bytes:
+        """The next new trace's ids, b"{trace id}-{span id}" in hex; `sampled` says
+        whether the ratio samples it."""
         at = self._at
         if at >= len(self._block):
             self._refill()
@@ -64,9 +66,14 @@ class NewTraces:
         if at == self._next:
             self._k += 1
             self._next = self._sampled[self._k]
-            i = at // _STRIDE * _RAW
-            return int.from_bytes(self._raw[i:i + 16], "big")
+            self.sampled = True
+        else:
+            self.sampled = False
         return self._block[at:at + IDS_SIZE]
+
+    def span_id(self) -> bytes:
+        """A new random span id, 16 hex digits."""
+        return self.take()[33:]
 
     def _refill(self) -> None:
         raw = self._draw(_RAW * _PER_BLOCK)
@@ -85,7 +92,6 @@ class NewTraces:
                 if first < top or (first == top and raw[low:low + 8] < limit):
                     sampled.append(k * _STRIDE)
         sampled.append(-1)
-        self._raw = raw
         self._block = hexlify(raw, b"-", 16)
         self._sampled = sampled
         self._k = 0

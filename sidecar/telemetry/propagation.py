@@ -12,8 +12,9 @@ comes back as a `TraceContext` with `trace_id == 0`: no parent span, only a deci
 B3 may also carry ids without a decision (no sampled flag): then `sampled` is None and
 the receiving hop decides for itself.
 
-Writing: `traceparent()` and `b3()` format the context a hop sends on. A hop that
-injects its own context drops the received `PROPAGATION_HEADERS` first.
+Writing: a hop's own context goes on as its span's ids, b"{trace id}-{span id}" in hex
+(`spans`, `new_traces`); a hop that injects its own context drops the received
+`PROPAGATION_HEADERS` first.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from typing import Final, NamedTuple
 
 from ..protocol.events import Headers
 
-__all__ = ["NOT_SAMPLED", "PROPAGATION_HEADERS", "TraceContext", "Unsampled", "b3",
+__all__ = ["NOT_SAMPLED", "PROPAGATION_HEADERS", "TraceContext", "Unsampled",
            "extract", "parse_b3_multi", "parse_b3_single", "parse_traceparent",
-           "parse_tracestate", "trace_id_hex", "traceparent"]
+           "parse_tracestate", "trace_id_hex"]
 
 TRACEPARENT: Final = b"traceparent"
 TRACESTATE: Final = b"tracestate"
@@ -204,14 +205,6 @@ def trace_id_hex(headers: Headers) -> str:
     """The trace id the headers carry ("" if none): for logs of requests not traced here."""
     ctx = extract(headers)
     return f"{ctx.trace_id:032x}" if ctx is not None and ctx.trace_id else ""
-
-
-def traceparent(trace_id: int, span_id: int, sampled: bool) -> bytes:
-    return b"00-%032x-%016x-%s" % (trace_id, span_id, b"01" if sampled else b"00")
-
-
-def b3(trace_id: int, span_id: int, sampled: bool) -> bytes:
-    return b"%032x-%016x-%s" % (trace_id, span_id, b"1" if sampled else b"0")
 
 
 class Unsampled:

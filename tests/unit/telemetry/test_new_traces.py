@@ -16,12 +16,10 @@ MASK64 = (1 << 64) - 1
 def test_ids_are_a_trace_id_and_a_span_id_in_lower_hex_all_different() -> None:
     traces = NewTraces(0)  # OpenSSL's random bytes; a bound of 0 samples nothing
     drawn = [traces.take() for _ in range(600)]  # more than two blocks
-    assert all(isinstance(ids, bytes) and len(ids) == IDS_SIZE and IDS.fullmatch(ids)
-               for ids in drawn)
-    assert len({ids[:32] for ids in drawn if isinstance(ids, bytes)}) == 600
-    assert len({ids[33:] for ids in drawn if isinstance(ids, bytes)}) == 600
+    assert all(len(ids) == IDS_SIZE and IDS.fullmatch(ids) for ids in drawn)
+    assert len({ids[:32] for ids in drawn}) == 600
+    assert len({ids[33:] for ids in drawn}) == 600
     first = drawn[0]
-    assert isinstance(first, bytes)
     ctx = extract([(b"traceparent", b"00-" + first + b"-00")])
     assert ctx is not None and ctx.sampled is False and f"{ctx.trace_id:032x}" == first[:32].decode()
 
@@ -56,16 +54,18 @@ def test_the_ratio_samples_by_the_trace_ids_low_64_bits() -> None:
         sampled = 0
         n = 5000  # about twenty blocks
         for _ in range(n):
-            new = traces.take()
-            if isinstance(new, int):
-                sampled += 1
-                assert 0 < new < 1 << 128 and new & MASK64 < bound
-            else:
-                assert int(new[:32], 16) & MASK64 >= bound
+            ids = traces.take()
+            assert IDS.fullmatch(ids)
+            low = int(ids[:32], 16) & MASK64
+            assert traces.sampled == (low < bound)
+            sampled += traces.sampled
         expected = n * bound / 2**64
         assert abs(sampled - expected) < 5 * expected**0.5 + 2
-    assert all(isinstance(NewTraces(1 << 64).take(), int) for _ in range(300))
-    assert all(isinstance(NewTraces(0).take(), bytes) for _ in range(300))
+    everything, nothing = NewTraces(1 << 64), NewTraces(0)
+    for _ in range(300):
+        everything.take()
+        nothing.take()
+        assert everything.sampled and not nothing.sampled
 
 
 def test_a_tie_on_the_first_byte_is_decided_by_the_rest() -> None:
@@ -75,20 +75,24 @@ def test_a_tie_on_the_first_byte_is_decided_by_the_rest() -> None:
     raw[32 + 8:32 + 16] = bytes.fromhex("0280000000000000")  # the bound itself: not
     raw[64 + 8:64 + 16] = bytes.fromhex("01ffffffffffffff")  # below on the first byte
     traces = NewTraces(bound, lambda n: bytes(raw[:n]))
-    assert isinstance(traces.take(), int)
-    assert isinstance(traces.take(), bytes)
-    assert isinstance(traces.take(), int)
+    decisions = []
+    for _ in range(3):
+        traces.take()
+        decisions.append(traces.sampled)
+    assert decisions == [True, False, True]
 
 
-def test_a_sampled_trace_does_not_shift_the_ids_after_it() -> None:
-    """Every take consumes one request's ids, sampled or not: the same draws give the
-    same ids whatever the bound."""
+def test_the_bound_changes_the_decisions_not_the_ids() -> None:
     half = NewTraces(1 << 63, random.Random(5).randbytes)
     none = NewTraces(0, random.Random(5).randbytes)
+    decisions = set()
     for _ in range(600):
-        a, b = half.take(), none.take()
-        assert isinstance(b, bytes)
-        if isinstance(a, int):
-            assert f"{a:032x}".encode() == b[:32]
-        else:
-            assert a == b
+        assert half.take() == none.take()
+        decisions.add(half.sampled)
+    assert decisions == {True, False}
+
+
+def test_span_ids_are_fresh_random_hex() -> None:
+    traces = NewTraces(0)
+    ids = {traces.span_id() for _ in range(600)}
+    assert len(ids) == 600 and all(re.fullmatch(rb"[0-9a-f]{16}", i) for i in ids)

@@ -9,15 +9,14 @@ from sidecar.telemetry.propagation import (
     PROPAGATION_HEADERS,
     TraceContext,
     Unsampled,
-    b3,
     extract,
     parse_b3_multi,
     parse_b3_single,
     parse_traceparent,
     parse_tracestate,
     trace_id_hex,
-    traceparent,
 )
+from sidecar.telemetry.tracing import ServerSpan, Tracer, TracingConfig
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"
@@ -135,15 +134,31 @@ def test_b3_multi() -> None:
     assert via_extract is not None and via_extract.from_b3
 
 
-def test_formatting_round_trips() -> None:
-    trace_id, span_id = int(TRACE, 16), int(SPAN, 16)
-    assert traceparent(trace_id, span_id, True) == VALID
-    assert parse_traceparent(traceparent(trace_id, span_id, False)) == \
-        TraceContext(trace_id, span_id, False)
-    short = int(TRACE[16:], 16)  # a 64-bit B3 id goes on as 128 bits
-    assert traceparent(short, span_id, True).split(b"-")[1] == b"0" * 16 + TRACE[16:].encode()
-    assert parse_b3_single(b3(trace_id, span_id, True)) == \
-        TraceContext(trace_id, span_id, True, from_b3=True)
+class _NoExport:
+    def export(self, request: bytes) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        pass
+
+
+def test_a_sampled_hop_sends_its_own_span_on_in_both_formats() -> None:
+    tracer = Tracer(TracingConfig(service_name="t", sample_ratio=0.0), exporter=_NoExport(),
+                    env={})
+    try:
+        short = TRACE[16:]  # a 64-bit B3 trace id goes on as 128 bits
+        span = tracer.start_server([(b"b3", f"{short}-{SPAN}-1".encode())], b"GET", b"/")
+        assert isinstance(span, ServerSpan)
+        assert span.parent_id == int(SPAN, 16) and span.span_id != int(SPAN, 16)
+        sent = dict(span.child_headers())
+        assert sent[b"traceparent"] == b"00-%s%s-%016x-01" % (b"0" * 16, short.encode(),
+                                                              span.span_id)
+        assert parse_traceparent(sent[b"traceparent"]) == TraceContext(int(short, 16),
+                                                                       span.span_id, True)
+        assert parse_b3_single(sent[b"b3"]) == TraceContext(int(short, 16), span.span_id,
+                                                            True, from_b3=True)
+    finally:
+        tracer.shutdown()
 
 
 def test_trace_id_hex_for_logs() -> None:
@@ -159,7 +174,6 @@ def test_propagation_headers_name_every_carrier() -> None:
 
 def test_an_unsampled_trace_passes_one_not_sampled_parent_on() -> None:
     ids = NewTraces(0).take()  # a bound of 0 samples nothing
-    assert isinstance(ids, bytes)
     hop = Unsampled(ids)
     ctx = extract(hop.child_headers())
     assert ctx is not None and ctx.sampled is False
