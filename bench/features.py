@@ -31,19 +31,15 @@ import argparse
 import dataclasses
 import http.client
 import json
-import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -76,11 +72,13 @@ from bench.peers import (
 from bench.procs import (
     BenchError,
     Supervisor,
+    check_placement,
     free_port,
     http_get,
     log_tail,
     sidecar_build,
     sidecar_env,
+    supervised,
 )
 from bench.report import Goal, Outcome, machine
 
@@ -796,13 +794,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("duration", "warmup", "connections", "rounds"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1")
-    allowed = os.sched_getaffinity(0)
-    for name in ("proxy_cpu", "load_cpu"):
-        if getattr(args, name) not in allowed:
-            p.error(f"--{name.replace('_', '-')}: CPU {getattr(args, name)} not in {allowed}")
-    if args.python is None:
-        venv = REPO / ".venv" / "bin" / "python"
-        args.python = str(venv) if venv.exists() else sys.executable
+    check_placement(p, args, REPO)
     return args
 
 
@@ -875,9 +867,6 @@ def _outcome_json(o: FeatureOutcome) -> dict[str, Any]:
     return data
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
@@ -885,24 +874,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_micro_child(json.loads(argv[1]))))
         return 0
     args = _args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
     started = datetime.now(UTC)
-    sup = Supervisor()
-    try:
-        with tempfile.TemporaryDirectory(prefix="sidecar-bench-") as tmp:
-            try:
-                result = _run(args, sup, Path(tmp))
-            finally:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                sup.close()
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-    except KeyboardInterrupt:
-        print("interrupted; all child processes stopped", file=sys.stderr)
-        return 130
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    result, code = supervised(lambda sup, tmp: _run(args, sup, tmp))
+    if result is None:
+        return code
     paired = paired_costs(result.rounds)
     gs = goals(result.best, result.micro, paired)
     print(render(result.best, paired, result.micro, gs, args))

@@ -17,12 +17,9 @@ import argparse
 import dataclasses
 import http.client
 import os
-import signal
 import sys
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 
 if __package__ in (None, ""):
     # Run as a script: make the `bench` package importable from the repository root.
@@ -38,7 +35,15 @@ from bench.peers import (
     start_backend,
     tool_versions,
 )
-from bench.procs import BenchError, Supervisor, http_get, sidecar_build, wait_http_ok
+from bench.procs import (
+    BenchError,
+    Supervisor,
+    check_placement,
+    http_get,
+    sidecar_build,
+    supervised,
+    wait_http_ok,
+)
 from bench.report import Outcome, machine, render, write_json
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,15 +97,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("duration", "warmup", "latency_duration", "connections", "rounds"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
-    allowed = os.sched_getaffinity(0)
-    for name in ("proxy_cpu", "load_cpu"):
-        if getattr(args, name) not in allowed:
-            p.error(
-                f"--{name.replace('_', '-')}: CPU {getattr(args, name)} is not in {sorted(allowed)}"
-            )
-    if args.python is None:
-        venv = REPO / ".venv" / "bin" / "python"
-        args.python = str(venv) if venv.exists() else sys.executable
+    check_placement(p, args, REPO)
     return args
 
 
@@ -219,9 +216,6 @@ def _better(kept: Outcome | None, new: Outcome) -> Outcome:
     return new if new.load.rps > kept.load.rps else kept
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # so SIGTERM/SIGHUP clean up like Ctrl-C
-
 
 def _meta(args: argparse.Namespace, started: datetime) -> dict[str, object]:
     return {
@@ -251,25 +245,10 @@ def main(argv: list[str] | None = None) -> int:
             "warning: proxy and load share one CPU; figures will not compare with other runs",
             file=sys.stderr,
         )
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
     started = datetime.now(UTC)
-    sup = Supervisor()
-    try:
-        with tempfile.TemporaryDirectory(prefix="sidecar-bench-") as tmp:
-            try:
-                outcomes = _run(args, sup, Path(tmp))
-            finally:
-                # A second Ctrl-C must not cut the clean-up short.
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                sup.close()
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-    except KeyboardInterrupt:
-        print("interrupted; all child processes stopped", file=sys.stderr)
-        return 130
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    outcomes, code = supervised(lambda sup, tmp: _run(args, sup, tmp))
+    if outcomes is None:
+        return code
     print(render(outcomes, args.connections))
     meta = _meta(args, started)
     print(f"sidecar build: {meta['sidecar_build']} (SIDECAR_BUILD={os.environ.get('SIDECAR_BUILD', '')})")

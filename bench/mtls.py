@@ -27,21 +27,17 @@ import argparse
 import dataclasses
 import http.client
 import json
-import os
 import re
 import resource
-import signal
 import socket
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -72,11 +68,13 @@ from bench.peers import (
 from bench.procs import (
     BenchError,
     Supervisor,
+    check_placement,
     free_port,
     http_get,
     log_tail,
     sidecar_build,
     sidecar_env,
+    supervised,
 )
 from bench.report import Goal, Outcome, machine
 
@@ -831,42 +829,20 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("duration", "warmup", "connections", "rounds"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1")
-    allowed_cpus = os.sched_getaffinity(0)
-    for name in ("proxy_cpu", "load_cpu"):
-        if getattr(args, name) not in allowed_cpus:
-            p.error(f"--{name.replace('_', '-')}: CPU {getattr(args, name)} is not available")
-    if args.python is None:
-        venv = REPO / ".venv" / "bin" / "python"
-        args.python = str(venv) if venv.exists() else sys.executable
+    check_placement(p, args, REPO)
     return args
 
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # so SIGTERM/SIGHUP clean up like Ctrl-C
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     if args.proxy_cpu == args.load_cpu:
         print("warning: proxy and load share one CPU", file=sys.stderr)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
     started = datetime.now(UTC)
-    sup = Supervisor()
-    try:
-        with tempfile.TemporaryDirectory(prefix="sidecar-bench-mtls-") as tmp:
-            try:
-                results, facts, certs = _run(args, sup, Path(tmp))
-            finally:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                sup.close()
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-    except KeyboardInterrupt:
-        print("interrupted; all child processes stopped", file=sys.stderr)
-        return 130
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    ran, code = supervised(lambda sup, tmp: _run(args, sup, tmp))
+    if ran is None:
+        return code
+    results, facts, certs = ran
     print(render(results, facts, args.connections))
     print(f"sidecar build: {sidecar_build(args.python, REPO)}")
     path = RESULTS / f"mtls-{started.strftime('%Y%m%dT%H%M%SZ')}.json"

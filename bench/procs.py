@@ -9,6 +9,7 @@ with SIGKILL and its `finally` blocks never run.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import http.client
@@ -16,19 +17,25 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from types import FrameType
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 __all__ = [
     "BenchError",
     "Supervisor",
+    "check_placement",
     "free_port",
     "http_get",
     "log_tail",
     "sidecar_build",
     "sidecar_env",
+    "supervised",
     "wait_http_ok",
 ]
 
@@ -217,3 +224,47 @@ def sidecar_build(python: str, repo: Path) -> str:
     if done.returncode != 0:
         return f"unknown ({done.stderr.strip().splitlines()[-1:] or 'no output'})"
     return "pure Python" if done.stdout.strip().endswith(".py") else "compiled (mypyc)"
+
+
+T = TypeVar("T")
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # so SIGTERM and SIGHUP clean up like Ctrl-C
+
+
+def supervised(body: Callable[[Supervisor, Path], T]) -> tuple[T | None, int]:
+    """Run a benchmark's `body` with a Supervisor and a scratch directory, and end every
+    child process however it stops (Ctrl-C, SIGTERM, SIGHUP, a BenchError). Returns
+    (result, 0), or (None, the exit code) after printing why it stopped."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
+    sup = Supervisor()
+    try:
+        with tempfile.TemporaryDirectory(prefix="sidecar-bench-") as tmp:
+            try:
+                return body(sup, Path(tmp)), 0
+            finally:
+                # A second Ctrl-C must not cut the clean-up short.
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                sup.close()
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+    except KeyboardInterrupt:
+        print("interrupted; all child processes stopped", file=sys.stderr)
+        return None, 130
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None, 2
+
+
+def check_placement(p: argparse.ArgumentParser, args: argparse.Namespace, repo: Path) -> None:
+    """`--proxy-cpu` and `--load-cpu` must be CPUs this process may use; `--python`
+    defaults to the repository's .venv/bin/python when there is one."""
+    allowed = os.sched_getaffinity(0)
+    for name in ("proxy_cpu", "load_cpu"):
+        if getattr(args, name) not in allowed:
+            p.error(f"--{name.replace('_', '-')}: CPU {getattr(args, name)} is not in "
+                    f"{sorted(allowed)}")
+    if args.python is None:
+        venv = repo / ".venv" / "bin" / "python"
+        args.python = str(venv) if venv.exists() else sys.executable

@@ -34,16 +34,13 @@ import os
 import platform
 import random
 import re
-import signal
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 if __package__ in (None, ""):
@@ -61,7 +58,15 @@ from bench.measure import (
     rss_mib,
 )
 from bench.peers import READY_TIMEOUT_S, SIDECAR_READY_TIMEOUT_S, find_tool, tool_versions
-from bench.procs import BenchError, Supervisor, free_port, log_tail, wait_http_ok
+from bench.procs import (
+    BenchError,
+    Supervisor,
+    check_placement,
+    free_port,
+    log_tail,
+    supervised,
+    wait_http_ok,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -739,19 +744,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--{name} must be >= 1")
     if not 0 <= args.slow_share <= 1:
         p.error("--slow-share must be in [0, 1]")
-    allowed = os.sched_getaffinity(0)
-    for name in ("proxy_cpu", "load_cpu"):
-        if getattr(args, name) not in allowed:
-            p.error(f"--{name.replace('_', '-')}: CPU {getattr(args, name)} not in "
-                    f"{sorted(allowed)}")
-    if args.python is None:
-        venv = REPO / ".venv" / "bin" / "python"
-        args.python = str(venv) if venv.exists() else sys.executable
+    check_placement(p, args, REPO)
     return args
 
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 def _run(args: argparse.Namespace, sup: Supervisor, workdir: Path) -> list[Run]:
@@ -782,24 +777,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["backend"]:
         return backend_main(argv[1:])
     args = _args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
     started = datetime.now(UTC)
-    sup = Supervisor()
-    try:
-        with tempfile.TemporaryDirectory(prefix="sidecar-bench-") as tmp:
-            try:
-                runs = _run(args, sup, Path(tmp))
-            finally:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                sup.close()
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-    except KeyboardInterrupt:
-        print("interrupted; all child processes stopped", file=sys.stderr)
-        return 130
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    runs, code = supervised(lambda sup, tmp: _run(args, sup, tmp))
+    if runs is None:
+        return code
     summary = summarize(runs)
     print(render(runs, summary, args))
     path = RESULTS / f"resilience-{started.strftime('%Y%m%dT%H%M%SZ')}.json"

@@ -23,11 +23,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import signal
 import statistics
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,7 +39,6 @@ from bench.features import (
     RESULTS,
     VARIANTS,
     Context,
-    _interrupt,
     _verify,
     _yaml,
     make_setup,
@@ -51,7 +47,14 @@ from bench.features import (
 )
 from bench.measure import WrkResult, cpu_times, cpu_used
 from bench.peers import Launch, Target, find_tool, start_backend, start_sidecar
-from bench.procs import BenchError, Supervisor, http_get, sidecar_build
+from bench.procs import (
+    BenchError,
+    Supervisor,
+    check_placement,
+    http_get,
+    sidecar_build,
+    supervised,
+)
 from bench.report import machine
 
 SIDECARS = [name for name, extra in VARIANTS.items() if extra is not None]
@@ -131,13 +134,7 @@ def _args(argv: list[str]) -> argparse.Namespace:
     for name in ("rounds", "duration", "warmup", "connections"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1")
-    allowed = os.sched_getaffinity(0)
-    for name in ("proxy_cpu", "load_cpu"):
-        if getattr(args, name) not in allowed:
-            p.error(f"--{name.replace('_', '-')}: CPU {getattr(args, name)} not in {allowed}")
-    if args.python is None:
-        venv = REPO / ".venv" / "bin" / "python"
-        args.python = str(venv) if venv.exists() else sys.executable
+    check_placement(p, args, REPO)
     return args
 
 
@@ -185,24 +182,10 @@ def summary(args: argparse.Namespace, rounds: list[Round]) -> dict[str, float | 
 
 def main(argv: list[str] | None = None) -> int:
     args = _args(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
     started = datetime.now(UTC)
-    sup = Supervisor()
-    try:
-        with tempfile.TemporaryDirectory(prefix="sidecar-bench-") as tmp:
-            try:
-                rounds = run(args, sup, Path(tmp))
-            finally:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                sup.close()
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-    except KeyboardInterrupt:
-        print("interrupted; all child processes stopped", file=sys.stderr)
-        return 130
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    rounds, code = supervised(lambda sup, tmp: run(args, sup, tmp))
+    if rounds is None:
+        return code
     figures = summary(args, rounds)
     build = sidecar_build(args.python, REPO)
     print(f"sidecar build: {build}")
