@@ -42,6 +42,7 @@ HOT_MODULES = [
     "sidecar/routing/router.py",
     "sidecar/telemetry/metrics.py",
     "sidecar/telemetry/new_traces.py",
+    "sidecar/telemetry/otlp.py",
     "sidecar/telemetry/propagation.py",
     "sidecar/telemetry/spans.py",
     "sidecar/telemetry/tracing.py",
